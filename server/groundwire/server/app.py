@@ -1,0 +1,263 @@
+"""The composition root: settings → client layer → pipelines → servicers → gRPC server.
+
+Nothing else builds clients; everything is handed down by constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from groundwire.clients.cache import RedisCache
+from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder, default_remote_tokenizer
+from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
+from groundwire.clients.sparse import Bm25Encoder
+from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
+from groundwire.server.auth import Authenticator
+from groundwire.server.interceptors import CallInterceptor, CorrelationInterceptor, ServerState
+from groundwire.server.pipeline.chunking import Chunker
+from groundwire.server.pipeline.ingest import IngestPipeline
+from groundwire.server.pipeline.retrieval import RetrievalPipeline
+from groundwire.server.servicers.capabilities import CapabilitiesServicer
+from groundwire.server.servicers.documents import DocumentServicer
+from groundwire.server.servicers.generation import GenerationServicer
+from groundwire.server.servicers.retrieval import RetrievalServicer
+from groundwire.server.settings import EmbedderKind, Settings, VectorStoreKind
+from groundwire.server.telemetry import configure_tracing
+from groundwire.v1 import (
+    capabilities_pb2,
+    capabilities_pb2_grpc,
+    documents_pb2,
+    documents_pb2_grpc,
+    generation_pb2,
+    generation_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,
+    generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
+    documents_pb2.DESCRIPTOR.services_by_name["DocumentService"].full_name,
+    capabilities_pb2.DESCRIPTOR.services_by_name["CapabilitiesService"].full_name,
+)
+
+
+@dataclass
+class Components:
+    """The client layer and pipelines, built once per process."""
+
+    store: VectorStore
+    dense: DenseEmbedder | None
+    cache: Cache | None
+    retrieval: RetrievalPipeline
+    ingest: IngestPipeline
+    # False when the embedder is shared beyond this server (tests share one loaded model).
+    owns_dense: bool = True
+
+    async def close(self) -> None:
+        """Release every client, store last so in-flight writes are flushed."""
+        if self.cache is not None:
+            await self.cache.close()
+        if self.dense is not None and self.owns_dense:
+            await self.dense.close()
+        await self.store.close()
+
+
+async def build_dense_embedder(settings: Settings) -> DenseEmbedder | None:
+    """The dense embedder the settings name, or None for sparse-only."""
+    if settings.embedder is EmbedderKind.LOCAL:
+        return await LocalEmbedder.load(
+            batch_size=settings.embed_batch_size, num_threads=settings.embed_threads
+        )
+    if settings.embedder is EmbedderKind.OPENAI:
+        assert settings.embeddings_base_url is not None  # checked by Settings
+        return OpenAIEmbedder(
+            base_url=settings.embeddings_base_url,
+            model=settings.embeddings_model,
+            dimension=settings.embeddings_dimension,
+            api_key=settings.embeddings_api_key,
+            timeout_s=settings.embeddings_timeout_s,
+            batch_size=settings.embed_batch_size,
+        )
+    return None
+
+
+async def build_store(settings: Settings) -> VectorStore:
+    """The vector store the settings name."""
+    if settings.vector_store is VectorStoreKind.QDRANT:
+        assert settings.qdrant_url is not None  # checked by Settings
+        return QdrantVectorStore.connect(
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            collection=settings.qdrant_collection,
+            timeout_s=settings.qdrant_timeout_s,
+            replication_factor=settings.qdrant_replication_factor,
+            write_consistency_factor=settings.qdrant_write_consistency_factor,
+        )
+    return EdgeVectorStore(settings.data_dir / "edge", hnsw=settings.edge_hnsw)
+
+
+async def build_cache(settings: Settings) -> Cache | None:
+    """The Redis cache, or None when no Redis is configured (never a fake)."""
+    if not settings.redis_url:
+        return None
+    cache = RedisCache.from_url(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        socket_timeout_s=settings.redis_timeout_s,
+        pool_timeout_s=settings.redis_timeout_s,
+    )
+    if not await cache.ping():
+        log.warning("redis not reachable at start; the cache bypasses itself until it is")
+    return cache
+
+
+async def build_components(settings: Settings) -> Components:
+    """Build the client layer the settings describe, then the pipelines over it."""
+    dense = await build_dense_embedder(settings)
+    store = await build_store(settings)
+    cache = await build_cache(settings)
+    return await assemble_components(settings, store=store, dense=dense, cache=cache)
+
+
+async def assemble_components(
+    settings: Settings,
+    *,
+    store: VectorStore,
+    dense: DenseEmbedder | None,
+    cache: Cache | None,
+) -> Components:
+    """Check the store against the embedder (refusing to start on a mismatch) and build the
+    pipelines over the given clients."""
+    try:
+        await store.ensure_collection(
+            dense.embedder_id if dense is not None else "",
+            dense.dimension if dense is not None else 0,
+        )
+    except BaseException:
+        await store.close()
+        raise
+    sparse = Bm25Encoder(avg_len=settings.bm25_avg_len)
+    tokenizer = dense.tokenizer if dense is not None else default_remote_tokenizer()
+    chunker = Chunker(tokenizer, settings.chunk_tokens, settings.chunk_overlap_tokens)
+    retrieval = RetrievalPipeline(
+        store=store,
+        sparse=sparse,
+        sparse_id=sparse.id,
+        dense=dense,
+        cache=cache,
+        cache_ttl_s=settings.retrieval_cache_ttl_s,
+    )
+    ingest = IngestPipeline(
+        store=store,
+        chunker=chunker,
+        sparse=sparse,
+        dense=dense,
+        cache=cache,
+        index_signature=(
+            f"{dense.embedder_id if dense else 'none'}|{sparse.id}|"
+            f"chunk={settings.chunk_tokens}/{settings.chunk_overlap_tokens}"
+        ),
+        max_document_bytes=settings.max_document_bytes,
+        batch_documents=settings.ingest_batch_documents,
+    )
+    return Components(store=store, dense=dense, cache=cache, retrieval=retrieval, ingest=ingest)
+
+
+class GroundwireServer:
+    """The gRPC server with health, reflection and graceful shutdown."""
+
+    def __init__(self, settings: Settings, components: Components) -> None:
+        self.settings = settings
+        self.components = components
+        self.state = ServerState()
+        self.health = health_aio.HealthServicer()
+        provider = configure_tracing(settings)
+        self.server = grpc.aio.server(
+            interceptors=[
+                CorrelationInterceptor(),
+                aio_server_interceptor(tracer_provider=provider),  # type: ignore[no-untyped-call]
+                CallInterceptor(Authenticator(settings), self.state),
+            ],
+            options=[
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+                ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                (
+                    "grpc.http2.min_ping_interval_without_data_ms",
+                    int(settings.min_client_ping_interval_s * 1000),
+                ),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+        retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
+            RetrievalServicer(components.retrieval, settings), self.server
+        )
+        documents_pb2_grpc.add_DocumentServiceServicer_to_server(
+            DocumentServicer(components.ingest), self.server
+        )
+        generation_pb2_grpc.add_GenerationServiceServicer_to_server(
+            GenerationServicer(), self.server
+        )
+        capabilities_pb2_grpc.add_CapabilitiesServiceServicer_to_server(
+            CapabilitiesServicer(
+                components.retrieval, settings, cache_enabled=components.cache is not None
+            ),
+            self.server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind, start serving and mark every service SERVING; returns the bound port."""
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.settings.listen}")
+        await self.server.start()
+        for name in (*SERVICE_NAMES, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"listen": self.settings.listen, "port": self.port})
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight calls finish within the grace
+        period, then release the client layer."""
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        self.state.draining = True
+        await self.health.enter_graceful_shutdown()
+        log.info("draining", extra={"grace_s": grace})
+        await self.server.stop(grace)
+        await self.components.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    components = await build_components(settings)
+    server = GroundwireServer(settings, components)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()

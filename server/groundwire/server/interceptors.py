@@ -1,0 +1,260 @@
+"""Server interceptors, outermost first: correlation id, (OpenTelemetry), then one call
+interceptor that refuses calls while draining, authenticates, maps errors to statuses and
+writes the access log line.
+
+Each wraps the handler's behaviour function; unary and streaming responses need different
+wrappers (a coroutine vs an async generator), built by :func:`_wrap`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeAlias, cast
+
+import grpc
+from grpc_status import rpc_status
+from opentelemetry import trace
+
+from groundwire.clients.correlation import (
+    CORRELATION_HEADER,
+    MESH_REQUEST_HEADER,
+    correlation_scope,
+    current_correlation_id,
+    new_correlation_id,
+    sanitize_correlation_id,
+)
+from groundwire.clients.errors import GroundwireError, ShuttingDownError
+from groundwire.clients.telemetry import CORRELATION_ATTRIBUTE
+from groundwire.server import metrics
+from groundwire.server.auth import Authenticator
+from groundwire.server.context import set_tenant
+from groundwire.server.status import build_status, internal_status
+
+log = logging.getLogger("groundwire.access")
+error_log = logging.getLogger("groundwire.errors")
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Behavior = Callable[..., Any]
+# grpc-stubs makes these generic for type checking only; strings keep runtime happy.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]"
+
+UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in details.invocation_metadata or ():
+        if isinstance(value, str):
+            out[key.lower()] = value
+    return out
+
+
+def _wrap(
+    handler: Handler | None,
+    make_unary: Callable[[Behavior], Behavior],
+    make_stream: Callable[[Behavior], Behavior],
+) -> Handler | None:
+    """Rebuild ``handler`` with its behaviour wrapped (unary or streaming response)."""
+    if handler is None:
+        return None
+    if handler.response_streaming:
+        if handler.request_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                make_stream(cast(Behavior, handler.stream_stream)),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.unary_stream_rpc_method_handler(
+            make_stream(cast(Behavior, handler.unary_stream)),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(
+            make_unary(cast(Behavior, handler.stream_unary)),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        make_unary(cast(Behavior, handler.unary_unary)),
+        handler.request_deserializer,
+        handler.response_serializer,
+    )
+
+
+class CorrelationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Picks the correlation id (``x-correlation-id``, else ``x-request-id``, else a new one),
+    makes it current for the call and echoes it in initial and trailing metadata."""
+
+    async def intercept_service(
+        self,
+        continuation: Continuation,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        metadata = _metadata(handler_call_details)
+        correlation_id = (
+            sanitize_correlation_id(metadata.get(CORRELATION_HEADER))
+            or sanitize_correlation_id(metadata.get(MESH_REQUEST_HEADER))
+            or new_correlation_id()
+        )
+        echo = ((CORRELATION_HEADER, correlation_id),)
+
+        def make_unary(behavior: Behavior) -> Behavior:
+            async def unary(request: Any, context: Context) -> Any:
+                with correlation_scope(correlation_id):
+                    await context.send_initial_metadata(echo)
+                    context.set_trailing_metadata(echo)
+                    return await behavior(request, context)
+
+            return unary
+
+        def make_stream(behavior: Behavior) -> Behavior:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                with correlation_scope(correlation_id):
+                    await context.send_initial_metadata(echo)
+                    context.set_trailing_metadata(echo)
+                    async for response in behavior(request, context):
+                        yield response
+
+            return stream
+
+        handler = await continuation(handler_call_details)
+        return _wrap(handler, make_unary, make_stream)  # type: ignore[return-value]
+
+
+class ServerState:
+    """Shared between the shutdown path and the interceptor: are we draining?"""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses calls while draining, authenticates (tenant into the context), turns our
+    exceptions into rich statuses (INTERNAL never leaks internals) and logs one JSON line
+    per call."""
+
+    def __init__(self, authenticator: Authenticator, state: ServerState) -> None:
+        self.authenticator = authenticator
+        self.state = state
+
+    async def intercept_service(
+        self,
+        continuation: Continuation,
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method: str = handler_call_details.method
+        metadata = _metadata(handler_call_details)
+        needs_auth = not method.startswith(UNAUTHENTICATED_PREFIXES)
+        interceptor = self
+
+        def make_unary(behavior: Behavior) -> Behavior:
+            async def unary(request: Any, context: Context) -> Any:
+                call = _Call(interceptor, method, metadata, needs_auth, context)
+                try:
+                    call.admit()
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    await call.fail(exc)
+                    raise
+                finally:
+                    call.finish()
+
+            return unary
+
+        def make_stream(behavior: Behavior) -> Behavior:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                call = _Call(interceptor, method, metadata, needs_auth, context)
+                try:
+                    call.admit()
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    await call.fail(exc)
+                    raise
+                finally:
+                    call.finish()
+
+            return stream
+
+        handler = await continuation(handler_call_details)
+        return _wrap(handler, make_unary, make_stream)  # type: ignore[return-value]
+
+
+class _Call:
+    """The bookkeeping of one call inside :class:`CallInterceptor`."""
+
+    def __init__(
+        self,
+        interceptor: CallInterceptor,
+        method: str,
+        metadata: Mapping[str, str],
+        needs_auth: bool,
+        context: Context,
+    ) -> None:
+        self.interceptor = interceptor
+        self.method = method
+        self.metadata = metadata
+        self.needs_auth = needs_auth
+        self.context = context
+        self.code = grpc.StatusCode.OK
+        self.tenant: str | None = None
+        self.started = time.perf_counter()
+
+    def admit(self) -> None:
+        """Tag the span, refuse while draining, authenticate and make the tenant current."""
+        span = trace.get_current_span()
+        span.set_attribute(CORRELATION_ATTRIBUTE, current_correlation_id() or "")
+        if not self.needs_auth:
+            return
+        if self.interceptor.state.draining:
+            raise ShuttingDownError("server is shutting down; retry on another replica")
+        self.tenant = self.interceptor.authenticator.tenant_for(self.metadata)
+        span.set_attribute("groundwire.tenant", self.tenant)
+        set_tenant(self.tenant)
+
+    async def fail(self, exc: BaseException) -> None:
+        """Map ``exc`` to a status and abort; AbortError and cancellation pass through."""
+        correlation_id = current_correlation_id() or ""
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+            return
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+            return
+        if isinstance(exc, GroundwireError):
+            status = build_status(exc, correlation_id)
+            self.code = exc.code
+            if exc.code is grpc.StatusCode.INTERNAL:
+                error_log.error("internal error: %s", exc.message, exc_info=exc)
+        else:
+            status = internal_status(correlation_id)
+            self.code = grpc.StatusCode.INTERNAL
+            error_log.error("unhandled exception in %s", self.method, exc_info=exc)
+        converted = rpc_status.to_status(status)
+        trailing = (*converted.trailing_metadata, (CORRELATION_HEADER, correlation_id))
+        await self.context.abort(converted.code, converted.details, trailing)
+
+    def finish(self) -> None:
+        """Write the access log line and metrics; restore the tenant context."""
+        latency = time.perf_counter() - self.started
+        code_name = self.code.name
+        metrics.RPC_REQUESTS.labels(self.method, code_name).inc()
+        metrics.RPC_LATENCY.labels(self.method).observe(latency)
+        log.info(
+            "rpc",
+            extra={
+                "method": self.method,
+                "code": code_name,
+                "latency_ms": round(latency * 1000, 3),
+                "tenant": self.tenant,
+                "peer": self.context.peer(),
+            },
+        )
+        if self.tenant is not None:
+            # Each call runs in its own task (own context); clearing is enough.
+            set_tenant(None)

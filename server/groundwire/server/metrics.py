@@ -1,0 +1,24 @@
+"""Prometheus metrics of the server (the client layer defines its own beside its code)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RPC_REQUESTS = Counter(
+    "groundwire_rpc_requests_total", "Finished RPCs by method and status code.", ["method", "code"]
+)
+RPC_LATENCY = Histogram(
+    "groundwire_rpc_latency_seconds",
+    "RPC latency from the interceptor's point of view.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RETRIEVAL_STAGE = Histogram(
+    "groundwire_retrieval_stage_seconds",
+    "Time per retrieval stage.",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+INGESTED_DOCUMENTS = Counter(
+    "groundwire_ingested_documents_total", "Ingested documents by outcome.", ["outcome"]
+)

