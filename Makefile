@@ -24,15 +24,17 @@ test: $(VENV)/.installed redis-server
 ## check: every static check CI runs (buf lint/format/breaking, drift, ruff, mypy strict)
 check: lint check-generated breaking
 
+# requirements.lock pins every package (torch included), so nothing pulls in a second torch.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	# The lock pins every package (torch included), so nothing pulls in a second torch.
 	$(PY) -m pip install -q -c requirements.lock -e ".[local,dev]"
 	@touch $@
 
+# `npm ci` rejects this lock (npm 11 drops the other platforms' optional buf binaries from it);
+# buf is pinned exactly in package.json, so `npm install` resolves the same version.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 redis-server:

@@ -24,6 +24,7 @@ from groundwire.clients.models import (
     ChunkPoint,
     ChunkRecord,
     FieldMatch,
+    ScoredChunk,
     SearchMode,
     SparseVector,
     point_id,
@@ -161,18 +162,54 @@ async def corpus(
     await factory.close()
 
 
-async def ids(store: VectorStore, tenant: str, mode: SearchMode, **kwargs: object) -> list[str]:
-    hits = await store.search(tenant, mode=mode, limit=10, **kwargs)  # type: ignore[arg-type]
-    return [h.record.chunk_id for h in hits]
+@dataclass(frozen=True)
+class Query:
+    """A search as the pipeline would send it, minus the tenant."""
+
+    mode: SearchMode
+    dense: list[float] | None = None
+    sparse: SparseVector | None = None
+
+    async def run(
+        self,
+        store: VectorStore,
+        tenant: str,
+        *,
+        limit: int = 10,
+        filters: tuple[FieldMatch, ...] = (),
+        min_score: float | None = None,
+    ) -> list[ScoredChunk]:
+        return await store.search(
+            tenant,
+            mode=self.mode,
+            dense=self.dense,
+            sparse=self.sparse,
+            limit=limit,
+            filters=filters,
+            min_score=min_score,
+        )
+
+    async def ids(self, store: VectorStore, tenant: str) -> list[str]:
+        return [hit.record.chunk_id for hit in await self.run(store, tenant)]
+
+
+def dense(*vector: float) -> Query:
+    return Query(SearchMode.DENSE, dense=list(vector))
+
+
+def lexical(terms: Mapping[int, float]) -> Query:
+    return Query(SearchMode.SPARSE, sparse=sparse(terms))
+
+
+def hybrid(vector: list[float], terms: Mapping[int, float]) -> Query:
+    return Query(SearchMode.HYBRID, dense=vector, sparse=sparse(terms))
 
 
 # -- search ---------------------------------------------------------------------------------
 
 
 async def test_dense_search_ranks_the_nearest_chunk_first(corpus: VectorStore) -> None:
-    hits = await corpus.search(
-        A, mode=SearchMode.DENSE, dense=[1, 0.1, 0, 0], sparse=None, limit=10
-    )
+    hits = await dense(1, 0.1, 0, 0).run(corpus, A)
     assert hits[0].record == RECORDS[point_id(A, "cat", 0)]  # the whole record comes back
     assert hits[0].score == pytest.approx(0.995, abs=1e-3)  # cosine
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -180,19 +217,15 @@ async def test_dense_search_ranks_the_nearest_chunk_first(corpus: VectorStore) -
 
 
 async def test_sparse_search_ranks_the_matching_chunk_first(corpus: VectorStore) -> None:
-    hits = await corpus.search(
-        A, mode=SearchMode.SPARSE, dense=None, sparse=sparse({DOG: 1}), limit=10
-    )
+    hits = await lexical({DOG: 1}).run(corpus, A)
     assert [h.record.chunk_id for h in hits] == [point_id(A, "dog", 0)]
     assert hits[0].score > 0
 
 
 async def test_hybrid_search_fuses_both_rankings(corpus: VectorStore) -> None:
     # Dense alone prefers the cat; the sparse evidence for "dog" tips the fusion.
-    query = {"dense": [0.6, 0.5, 0, 0], "sparse": sparse({DOG: 1})}
-    dense_ids = await ids(corpus, A, SearchMode.DENSE, dense=query["dense"], sparse=None)
-    assert dense_ids[0] == point_id(A, "cat", 0)
-    hits = await corpus.search(A, mode=SearchMode.HYBRID, limit=10, **query)  # type: ignore[arg-type]
+    assert (await dense(0.6, 0.5, 0, 0).ids(corpus, A))[0] == point_id(A, "cat", 0)
+    hits = await hybrid([0.6, 0.5, 0, 0], {DOG: 1}).run(corpus, A)
     assert hits[0].record.chunk_id == point_id(A, "dog", 0)
     # Reciprocal rank fusion with Qdrant's k=2: 1/(2+1) for dense rank 2, 1/2 for sparse rank 1.
     assert hits[0].score == pytest.approx(1 / 3 + 1 / 2)
@@ -201,20 +234,21 @@ async def test_hybrid_search_fuses_both_rankings(corpus: VectorStore) -> None:
 
 # -- tenancy --------------------------------------------------------------------------------
 
-EVERY_MODE = {
-    SearchMode.DENSE: {"dense": [1, 0, 0, 0.2], "sparse": None},
-    SearchMode.SPARSE: {"dense": None, "sparse": sparse({CAT: 1, PET: 1, BIRD: 1})},
-    SearchMode.HYBRID: {"dense": [1, 0, 0, 0.2], "sparse": sparse({CAT: 1, PET: 1, BIRD: 1})},
-}
+# B's chunks match these at least as well as A's own.
+EVERY_MODE = [
+    dense(1, 0, 0, 0.2),
+    lexical({CAT: 1, PET: 1, BIRD: 1}),
+    hybrid([1, 0, 0, 0.2], {CAT: 1, PET: 1, BIRD: 1}),
+]
 
 
-@pytest.mark.parametrize("mode", list(EVERY_MODE))
-async def test_a_tenant_sees_only_its_own_chunks(corpus: VectorStore, mode: SearchMode) -> None:
-    seen_by_a = await ids(corpus, A, mode, **EVERY_MODE[mode])
-    seen_by_b = await ids(corpus, B, mode, **EVERY_MODE[mode])
+@pytest.mark.parametrize("query", EVERY_MODE, ids=lambda q: q.mode.value)
+async def test_a_tenant_sees_only_its_own_chunks(corpus: VectorStore, query: Query) -> None:
+    seen_by_a = await query.ids(corpus, A)
+    seen_by_b = await query.ids(corpus, B)
     assert seen_by_a and set(seen_by_a) <= IDS_A
     assert seen_by_b and set(seen_by_b) <= IDS_B
-    assert await ids(corpus, "nobody", mode, **EVERY_MODE[mode]) == []
+    assert await query.ids(corpus, "nobody") == []
 
 
 async def test_counts_are_per_tenant(corpus: VectorStore) -> None:
@@ -240,42 +274,37 @@ async def test_delete_documents_only_deletes_the_callers_documents(store: Vector
 
 async def test_stored_documents_are_per_tenant(corpus: VectorStore) -> None:
     assert await corpus.stored_documents(B, ["dog", "fish"]) == {}
-    assert (await corpus.stored_documents(B, ["cat"]))["cat"].chunk_ids == {
-        0: point_id(B, "cat", 0)
-    }
+    stored = await corpus.stored_documents(B, ["cat"])
+    assert stored["cat"].chunk_ids == {0: point_id(B, "cat", 0)}
 
 
 async def test_an_upsert_cannot_take_over_another_tenants_point(store: VectorStore) -> None:
     stolen = replace(CORPUS_A[0].record, text="overwritten by B", content_hash="evil")
     await store.upsert(B, [ChunkPoint(stolen, [1, 0, 0, 0], sparse({CAT: 1}))])
-    hits = await store.search(A, mode=SearchMode.DENSE, dense=[1, 0, 0, 0], sparse=None, limit=1)
+    hits = await dense(1, 0, 0, 0).run(store, A, limit=1)
     assert hits[0].record == CORPUS_A[0].record
     assert await store.count(B) == 2
 
 
 async def test_sparse_scores_ignore_other_tenants_corpora(store: VectorStore) -> None:
     # IDF is computed over the tenant's own chunks: B's documents cannot move A's scores.
-    before = await store.search(
-        A, mode=SearchMode.SPARSE, dense=None, sparse=sparse({CAT: 1}), limit=5
-    )
+    before = await lexical({CAT: 1}).run(store, A)
     await store.upsert(B, [chunk(B, f"cats-{i}", 0, [1, 0, 0, 0], {CAT: 1}) for i in range(20)])
-    after = await store.search(
-        A, mode=SearchMode.SPARSE, dense=None, sparse=sparse({CAT: 1}), limit=5
-    )
+    after = await lexical({CAT: 1}).run(store, A)
     assert [h.score for h in after] == pytest.approx([h.score for h in before])
 
 
 # -- filters and thresholds -----------------------------------------------------------------
 
-# Queries that reach every chunk of tenant A, so a filter decides what comes back.
-MATCH_ALL = {
-    SearchMode.DENSE: {"dense": [1, 1, 1, 1], "sparse": None},
-    SearchMode.SPARSE: {"dense": None, "sparse": sparse({PET: 1, FISH: 1})},
-    SearchMode.HYBRID: {"dense": [1, 1, 1, 1], "sparse": sparse({PET: 1, FISH: 1})},
-}
+# Queries that reach every chunk of tenant A, so the filter alone decides what comes back.
+MATCH_ALL = [
+    dense(1, 1, 1, 1),
+    lexical({PET: 1, FISH: 1}),
+    hybrid([1, 1, 1, 1], {PET: 1, FISH: 1}),
+]
 
 
-@pytest.mark.parametrize("mode", list(MATCH_ALL))
+@pytest.mark.parametrize("query", MATCH_ALL, ids=lambda q: q.mode.value)
 @pytest.mark.parametrize(
     ("filters", "docs"),
     [
@@ -290,28 +319,23 @@ MATCH_ALL = {
     ],
 )
 async def test_filters_select_on_metadata(
-    corpus: VectorStore, mode: SearchMode, filters: tuple[FieldMatch, ...], docs: set[str]
+    corpus: VectorStore, query: Query, filters: tuple[FieldMatch, ...], docs: set[str]
 ) -> None:
-    hits = await corpus.search(A, mode=mode, limit=10, filters=filters, **MATCH_ALL[mode])  # type: ignore[arg-type]
+    hits = await query.run(corpus, A, filters=filters)
     assert {h.record.doc_id for h in hits} == docs
     assert {h.record.chunk_id for h in hits} <= IDS_A
 
 
 @pytest.mark.parametrize(
-    ("mode", "query"),
-    [
-        (SearchMode.DENSE, {"dense": [1, 0.1, 0, 0], "sparse": None}),
-        (SearchMode.SPARSE, {"dense": None, "sparse": sparse({CAT: 1, PET: 1})}),
-        (SearchMode.HYBRID, {"dense": [1, 0.1, 0, 0], "sparse": sparse({CAT: 1, PET: 1})}),
-    ],
+    "query",
+    [dense(1, 0.1, 0, 0), lexical({CAT: 1, PET: 1}), hybrid([1, 0.1, 0, 0], {CAT: 1, PET: 1})],
+    ids=lambda q: q.mode.value,
 )
-async def test_min_score_drops_weaker_hits(
-    corpus: VectorStore, mode: SearchMode, query: dict[str, object]
-) -> None:
-    hits = await corpus.search(A, mode=mode, limit=10, **query)  # type: ignore[arg-type]
+async def test_min_score_drops_weaker_hits(corpus: VectorStore, query: Query) -> None:
+    hits = await query.run(corpus, A)
     assert len(hits) >= 2 and hits[0].score > hits[1].score
     threshold = (hits[0].score + hits[1].score) / 2  # for hybrid: the fused score
-    kept = await corpus.search(A, mode=mode, limit=10, min_score=threshold, **query)  # type: ignore[arg-type]
+    kept = await query.run(corpus, A, min_score=threshold)
     assert [h.record.chunk_id for h in kept] == [point_id(A, "cat", 0)]
 
 
@@ -322,8 +346,7 @@ async def test_upserting_the_same_chunks_again_changes_nothing(store: VectorStor
     for _ in range(3):
         await store.upsert(A, CORPUS_A)
     assert await store.count(A) == 4
-    hits = await ids(store, A, SearchMode.DENSE, dense=[1, 1, 1, 1], sparse=None)
-    assert sorted(hits) == sorted(IDS_A)
+    assert sorted(await dense(1, 1, 1, 1).ids(store, A)) == sorted(IDS_A)
 
 
 async def test_stored_documents_report_hash_and_chunks(store: VectorStore) -> None:
@@ -351,36 +374,23 @@ async def test_empty_requests_are_no_ops(store: VectorStore) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad_search",
+    ("query", "limit", "filters"),
     [
-        {"mode": SearchMode.DENSE, "dense": [1, 0], "sparse": None, "limit": 5},
-        {"mode": SearchMode.DENSE, "dense": [1, 0, 0, 0], "sparse": None, "limit": 0},
-        {"mode": SearchMode.SPARSE, "dense": None, "sparse": None, "limit": 5},
-        {"mode": SearchMode.HYBRID, "dense": None, "sparse": sparse({CAT: 1}), "limit": 5},
-        {"mode": SearchMode.SPARSE, "dense": None, "sparse": SparseVector([1], []), "limit": 5},
-        {
-            **EVERY_MODE[SearchMode.DENSE],
-            "mode": SearchMode.DENSE,
-            "limit": 5,
-            "filters": [FieldMatch("a.b", ("x",))],
-        },
-        {
-            **EVERY_MODE[SearchMode.DENSE],
-            "mode": SearchMode.DENSE,
-            "limit": 5,
-            "filters": [FieldMatch("lang", ("en", 1))],
-        },
-        {
-            **EVERY_MODE[SearchMode.DENSE],
-            "mode": SearchMode.DENSE,
-            "limit": 5,
-            "filters": [FieldMatch("lang", ())],
-        },
+        (dense(1, 0), 5, ()),  # wrong dimension
+        (dense(1, 0, 0, 0), 0, ()),
+        (Query(SearchMode.SPARSE), 5, ()),
+        (Query(SearchMode.HYBRID, sparse=sparse({CAT: 1})), 5, ()),
+        (Query(SearchMode.SPARSE, sparse=SparseVector([1], [])), 5, ()),
+        (dense(1, 0, 0, 0), 5, (FieldMatch("a.b", ("x",)),)),
+        (dense(1, 0, 0, 0), 5, (FieldMatch("lang", ("en", 1)),)),
+        (dense(1, 0, 0, 0), 5, (FieldMatch("lang", ()),)),
     ],
 )
-async def test_bad_searches_are_refused(corpus: VectorStore, bad_search: dict[str, object]) -> None:
+async def test_bad_searches_are_refused(
+    corpus: VectorStore, query: Query, limit: int, filters: tuple[FieldMatch, ...]
+) -> None:
     with pytest.raises(ValueError):
-        await corpus.search(A, **bad_search)  # type: ignore[arg-type]
+        await query.run(corpus, A, limit=limit, filters=filters)
 
 
 async def test_bad_writes_are_refused(store: VectorStore) -> None:
@@ -414,17 +424,13 @@ async def test_the_same_embedder_reopens_the_data(stores: Stores, store: VectorS
     again = await stores.reopen(store)
     await again.ensure_collection(EMBEDDER, 4)  # idempotent
     assert await again.count(A) == 4
-    assert await ids(again, A, SearchMode.SPARSE, dense=None, sparse=sparse({DOG: 1})) == [
-        point_id(A, "dog", 0)
-    ]
+    assert await lexical({DOG: 1}).ids(again, A) == [point_id(A, "dog", 0)]
 
 
 async def test_a_sparse_only_store_needs_no_dense_vectors(stores: Stores) -> None:
     store = await stores.open("", 0, name="sparse-only")
     await store.upsert(A, [replace(p, dense=None) for p in CORPUS_A])
-    assert await ids(store, A, SearchMode.SPARSE, dense=None, sparse=sparse({DOG: 1})) == [
-        point_id(A, "dog", 0)
-    ]
+    assert await lexical({DOG: 1}).ids(store, A) == [point_id(A, "dog", 0)]
     for mode in (SearchMode.DENSE, SearchMode.HYBRID):
         with pytest.raises(ValueError, match="sparse-only"):
             await store.search(A, mode=mode, dense=[1, 0, 0, 0], sparse=sparse({DOG: 1}), limit=3)
@@ -461,7 +467,7 @@ async def test_edge_data_survives_close_and_reopen(tmp_path: Path) -> None:
         assert await second.count(A) == 4
         stored = await second.stored_documents(A, ["fish"])
         assert stored["fish"].chunk_ids == {0: point_id(A, "fish", 0), 1: point_id(A, "fish", 1)}
-        hits = await ids(second, A, SearchMode.HYBRID, dense=[0, 1, 0, 0], sparse=sparse({DOG: 1}))
+        hits = await hybrid([0, 1, 0, 0], {DOG: 1}).ids(second, A)
         assert hits[0] == point_id(A, "dog", 0)
     finally:
         await second.close()
@@ -521,7 +527,7 @@ async def test_edge_with_hnsw_optimizes_and_still_finds(tmp_path: Path) -> None:
         await store.ensure_collection(EMBEDDER, 4)
         await store.upsert(A, CORPUS_A)  # passes optimize_after: optimizes
         assert await store.optimize() is False  # nothing left to do
-        hits = await ids(store, A, SearchMode.DENSE, dense=[0, 0, 1, 0], sparse=None)
+        hits = await dense(0, 0, 1, 0).ids(store, A)
         assert hits[0] == point_id(A, "fish", 0)
     finally:
         await store.close()

@@ -257,22 +257,19 @@ class QdrantVectorStore:
             query, using, params = _sparse(sparse), pl.SPARSE_VECTOR, sparse_params
         else:
             assert dense is not None and sparse is not None
-            branch = pl.prefetch_limit(limit)
+            branches: list[tuple[list[float] | models.SparseVector, str, models.SearchParams]] = [
+                (list(dense), pl.DENSE_VECTOR, dense_params),
+                (_sparse(sparse), pl.SPARSE_VECTOR, sparse_params),
+            ]
             prefetch = [
                 models.Prefetch(
-                    query=list(dense),
-                    using=pl.DENSE_VECTOR,
+                    query=q,
+                    using=u,
+                    params=p,
                     filter=request_filter,
-                    params=dense_params,
-                    limit=branch,
-                ),
-                models.Prefetch(
-                    query=_sparse(sparse),
-                    using=pl.SPARSE_VECTOR,
-                    filter=request_filter,
-                    params=sparse_params,
-                    limit=branch,
-                ),
+                    limit=pl.prefetch_limit(limit),
+                )
+                for q, u, p in branches
             ]
             # Qdrant's RRF constant defaults to pl.RRF_K, the one Edge is given explicitly.
             query = models.FusionQuery(fusion=models.Fusion.RRF)
@@ -404,16 +401,20 @@ class QdrantVectorStore:
             )
         remedy = "set GROUNDWIRE_QDRANT_COLLECTION to a new collection"
         pl.check_embedder(stored, wanted.embedder_id, wanted.dimension, where=where, remedy=remedy)
-        vectors = described.config.params.vectors
-        dense = vectors.get(pl.DENSE_VECTOR) if isinstance(vectors, dict) else None
-        size = dense.size if dense is not None else 0
-        sparse = described.config.params.sparse_vectors or {}
-        if size != wanted.dimension or pl.SPARSE_VECTOR not in sparse:
+        params = described.config.params
+        dense = params.vectors.get(pl.DENSE_VECTOR) if isinstance(params.vectors, dict) else None
+        sparse = (params.sparse_vectors or {}).get(pl.SPARSE_VECTOR)
+        if (
+            (dense.size if dense else 0) != wanted.dimension
+            or (dense is not None and dense.distance != models.Distance.COSINE)
+            or sparse is None
+            or sparse.modifier != models.Modifier.IDF
+        ):
             raise EmbedderMismatchError(
-                f"{where} records embedder {stored.embedder_id!r} but its vectors do not fit: "
-                f"dense size {size}, expected {wanted.dimension}, sparse vector "
-                f"{pl.SPARSE_VECTOR!r} {'present' if pl.SPARSE_VECTOR in sparse else 'missing'}"
-                f". Recreate it: {remedy} and ingest the documents again."
+                f"{where} records embedder {stored.embedder_id!r}, but its vectors are not the "
+                f"ones groundwire creates ({pl.DENSE_VECTOR!r}: cosine, size {wanted.dimension}; "
+                f"{pl.SPARSE_VECTOR!r}: IDF); found {dense} and {sparse}. {remedy.capitalize()} "
+                "and ingest the documents again."
             )
 
     async def _scroll_documents(
