@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2, json_format
 from grpc_status import rpc_status
 from tqdm import tqdm
 
+from groundwire.clients.errors import GroundwireError
 from groundwire.server.documents_io import count_documents, discover, read_documents
 from groundwire.server.settings import CliSettings, SettingsError
 from groundwire.v1 import (
@@ -183,7 +184,12 @@ def _serve(_: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     start_metrics_endpoint(settings)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except GroundwireError as exc:
+        # A refusal to start (embedder mismatch, unreachable store): say why, no traceback.
+        print(f"groundwire: cannot start: {exc.message}", file=sys.stderr)
+        return 3
     return 0
 
 

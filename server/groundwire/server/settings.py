@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "GROUNDWIRE_"
 _HASH_PREFIX = "sha256:"
@@ -217,3 +218,8 @@ def load_settings(**overrides: Any) -> Settings:
                 message = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
             lines.append(message)
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except PydanticSettingsError as exc:
+        # Raised before validation when a complex value (JSON) does not parse.
+        match = re.search(r'field "(\w+)"', str(exc))
+        variable = ENV_PREFIX + match.group(1).upper() if match else "a GROUNDWIRE_ variable"
+        raise SettingsError(f"invalid configuration:\n  {variable}: not valid JSON") from None
