@@ -57,7 +57,16 @@ async def test_ingest_then_retrieve_through_the_cli(
 
     code = await asyncio.to_thread(
         main,
-        ["retrieve", "congestion", "--mode", "sparse", "--where-int", "year=2023", "--json", *common],
+        [
+            "retrieve",
+            "congestion",
+            "--mode",
+            "sparse",
+            "--where-int",
+            "year=2023",
+            "--json",
+            *common,
+        ],
     )
     response = json.loads(capsys.readouterr().out)
     assert code == 0

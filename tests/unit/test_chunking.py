@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from groundwire.clients.embedder import HFTokenizer, WhitespaceTokenizer, bundled_minilm_path
+from groundwire.clients.tokenization import HFTokenizer, WhitespaceTokenizer, bundled_minilm_path
 from groundwire.server.pipeline.chunking import Chunker, ChunkSpan
 
 

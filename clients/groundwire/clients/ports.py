@@ -57,6 +57,11 @@ class DenseEmbedder(Protocol):
 class SparseEncoder(Protocol):
     """Turns text into BM25 term-frequency sparse vectors (IDF is applied by the store)."""
 
+    @property
+    def id(self) -> str:
+        """The encoder and its parameters, e.g. ``bm25/k=1.2,b=0.75,avg_len=256``."""
+        ...
+
     def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
         """Sparse vectors for passages."""
         ...
@@ -137,6 +142,10 @@ class Cache(Protocol):
 
     async def bump_index_version(self, tenant: str) -> None:
         """Invalidate the tenant's cached retrievals by bumping its index version."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether Redis answers right now (for start-up logs and health)."""
         ...
 
     async def close(self) -> None:

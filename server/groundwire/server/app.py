@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from groundwire.clients.cache import RedisCache
-from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder, default_remote_tokenizer
+from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.sparse import Bm25Encoder
+from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
 from groundwire.server.auth import Authenticator
 from groundwire.server.interceptors import CallInterceptor, CorrelationInterceptor, ServerState
@@ -108,7 +109,7 @@ async def build_store(settings: Settings) -> VectorStore:
     return EdgeVectorStore(settings.data_dir / "edge", hnsw=settings.edge_hnsw)
 
 
-async def build_cache(settings: Settings) -> Cache | None:
+async def build_cache(settings: Settings) -> RedisCache | None:
     """The Redis cache, or None when no Redis is configured (never a fake)."""
     if not settings.redis_url:
         return None
@@ -155,7 +156,6 @@ async def assemble_components(
     retrieval = RetrievalPipeline(
         store=store,
         sparse=sparse,
-        sparse_id=sparse.id,
         dense=dense,
         cache=cache,
         cache_ttl_s=settings.retrieval_cache_ttl_s,

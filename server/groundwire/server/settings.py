@@ -92,7 +92,8 @@ class Settings(BaseSettings):
 
     # --- embeddings ---
     embedder: EmbedderKind = EmbedderKind.LOCAL
-    embed_batch_size: int = Field(32, ge=1, le=2048)
+    # 16 embeds as fast as 32 on 2 cores and halves how long a query waits behind an ingest.
+    embed_batch_size: int = Field(16, ge=1, le=2048)
     embed_threads: int | None = Field(None, ge=1, le=64)
     embeddings_base_url: str | None = None
     embeddings_api_key: str | None = None

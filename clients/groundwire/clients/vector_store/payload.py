@@ -1,4 +1,5 @@
-"""What both vector stores share: the payload layout, the filter plan and the checks.
+"""What both vector stores share: the payload layout, the filter plan, the record of the
+embedder a collection is built with, and the checks.
 
 Nothing here imports a vendor type, so Qdrant Edge and ``qdrant-client`` store exactly the
 same payload, scope every call to the tenant the same way and refuse the same bad input.
@@ -56,9 +57,11 @@ SCROLL_PAGE = 512
 # Key under which the qdrant-client adapter keeps its record in the collection metadata.
 COLLECTION_METADATA_KEY = "groundwire"
 
-# A metadata key becomes part of a JSON path (``meta.<key>``); dots, brackets or quotes
-# would change which field the path names, so only plain names are accepted.
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A metadata key becomes part of a JSON path. Plain names go in as they are (``meta.lang``);
+# others (``source.kind``, ``2020``) are quoted so a dot or bracket cannot name another
+# field. A quote or backslash cannot be quoted, so such keys are refused.
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_QUOTABLE_KEY = re.compile(r'^[^"\\\x00-\x1f]{1,128}$')
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,8 @@ def tenant_condition(tenant: str) -> Condition:
 
 def metadata_condition(match: FieldMatch) -> Condition:
     """The condition for a filter on document metadata (stored under ``meta``)."""
-    if not _METADATA_KEY.fullmatch(match.field):
-        raise ValueError(
-            f"metadata field {match.field!r} is not a plain name (letters, digits, '_', '-')"
-        )
+    if not _QUOTABLE_KEY.fullmatch(match.field):
+        raise ValueError(f"metadata field {match.field!r} cannot be filtered on")
     if not match.values:
         raise ValueError(f"filter on {match.field!r} has no values")
     # bool is an int to Python but a different JSON type to Qdrant; a filter must not mix
@@ -118,7 +119,8 @@ def metadata_condition(match: FieldMatch) -> Condition:
     kinds = {type(v) for v in match.values}
     if len(kinds) != 1 or not kinds <= {str, int}:
         raise ValueError(f"filter on {match.field!r}: values must be all str or all int")
-    return Condition(f"{META_KEY}.{match.field}", tuple(match.values))
+    key = match.field if _PLAIN_KEY.fullmatch(match.field) else f'"{match.field}"'
+    return Condition(f"{META_KEY}.{key}", tuple(match.values))
 
 
 def search_conditions(tenant: str, filters: Sequence[FieldMatch]) -> list[Condition]:

@@ -57,14 +57,12 @@ class RetrievalPipeline:
         *,
         store: VectorStore,
         sparse: SparseEncoder,
-        sparse_id: str,
         dense: DenseEmbedder | None,
         cache: Cache | None,
         cache_ttl_s: int = 3600,
     ) -> None:
         self._store = store
         self._sparse = sparse
-        self._sparse_id = sparse_id
         self._dense = dense
         self._cache = cache
         self._cache_ttl_s = cache_ttl_s
@@ -165,7 +163,7 @@ class RetrievalPipeline:
                 query.mode.value,
                 query.min_score,
                 self.embedder_id,
-                self._sparse_id,
+                self._sparse.id,
                 version,
             ],
             ensure_ascii=False,
