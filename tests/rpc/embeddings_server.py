@@ -12,6 +12,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# Any input containing this makes the request fail with HTTP 500.
+FAIL_MARKER = "FAIL-EMBEDDING"
+
 
 def vector_for(text: str, dimension: int) -> list[float]:
     """A deterministic unit-ish vector from the text's hash."""
@@ -33,6 +36,11 @@ class EmbeddingsServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if any(FAIL_MARKER in text for text in body["input"]):
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data: dict[str, Any] = {
                     "object": "list",
                     "model": body["model"],

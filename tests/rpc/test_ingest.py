@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import grpc
+import pytest
+
+from groundwire.clients.embedder import OpenAIEmbedder
 from groundwire.v1 import documents_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.corpus import corpus
+from tests.rpc.embeddings_server import FAIL_MARKER, EmbeddingsServer
+from tests.rpc.errors import details
 
 LONG_TEXT = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(400))
 
@@ -80,3 +86,21 @@ async def test_a_doc_id_repeated_in_one_stream_ends_as_its_last_version(
     )
     assert summary.created == 1 and summary.updated == 1
     assert await running.server.components.store.count("tenant-a") == 1
+
+
+async def test_an_embedder_failure_writes_nothing_of_the_batch(make_server: ServerFactory) -> None:
+    with EmbeddingsServer(dimension=8) as remote:
+        dense = OpenAIEmbedder(base_url=remote.base_url, model="fake-embed", dimension=8)
+        running = await make_server(dense=dense)
+        docs = [
+            documents_pb2.Document(doc_id="fine", text="A fine document."),
+            documents_pb2.Document(doc_id="doomed", text=f"This one has {FAIL_MARKER} in it."),
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.ingest(docs)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert details(caught.value)[0].reason == "ERROR_REASON_EMBEDDER_UNAVAILABLE"
+        assert await running.server.components.store.count("tenant-a") == 0
+        summary = await running.ingest(docs[:1])
+        assert summary.created == 1
+        assert await running.server.components.store.count("tenant-a") == 1

@@ -84,7 +84,7 @@ class VectorStore(Protocol):
         ...
 
     async def upsert(self, tenant: str, points: Sequence[ChunkPoint]) -> None:
-        """Write points (all of one document, in one operation where the engine allows)."""
+        """Write points (whole documents, in one operation where the engine allows)."""
         ...
 
     async def stored_documents(

@@ -171,7 +171,7 @@ class IngestPipeline:
         self, tenant: str, batch: Sequence[DocumentInput], summary: IngestSummary
     ) -> None:
         stored = await self._store.stored_documents(tenant, [d.doc_id for d in batch])
-        pending: list[tuple[DocumentInput, str, list[ChunkRecord]]] = []
+        pending: list[tuple[DocumentInput, list[ChunkRecord]]] = []
         for doc in batch:
             digest = self.content_hash(doc)
             previous = stored.get(doc.doc_id)
@@ -191,34 +191,36 @@ class IngestPipeline:
                 )
                 for index, span in enumerate(self._chunker.split(doc.text))
             ]
-            pending.append((doc, digest, records))
+            pending.append((doc, records))
         if not pending:
             return
 
         # One embedding call for the whole batch keeps the model's batches full.
-        texts = [embedding_text(r.title, r.text) for _, _, records in pending for r in records]
+        all_records = [r for _, records in pending for r in records]
+        texts = [embedding_text(r.title, r.text) for r in all_records]
         dense = await self._dense.embed_documents(texts) if self._dense is not None else None
         sparse = self._sparse.encode_documents(texts)
 
-        offset = 0
-        for doc, _, records in pending:
-            points = [
-                ChunkPoint(
-                    record=record,
-                    dense=dense[offset + i] if dense is not None else None,
-                    sparse=sparse[offset + i],
-                )
-                for i, record in enumerate(records)
-            ]
-            offset += len(records)
-            await self._store.upsert(tenant, points)
-            summary.chunks_written += len(points)
+        points = [
+            ChunkPoint(
+                record=record,
+                dense=dense[i] if dense is not None else None,
+                sparse=sparse[i],
+            )
+            for i, record in enumerate(all_records)
+        ]
+        # One write for the batch: every document in it is written whole, or none is.
+        await self._store.upsert(tenant, points)
+        summary.chunks_written += len(points)
+        stale: list[str] = []
+        for doc, records in pending:
             previous = stored.get(doc.doc_id)
             if previous is None:
                 summary.created += 1
                 continue
-            stale = [cid for index, cid in previous.chunk_ids.items() if index >= len(records)]
-            if stale:
-                await self._store.delete_points(tenant, stale)
-                summary.chunks_deleted += len(stale)
             summary.updated += 1
+            stale += [cid for index, cid in previous.chunk_ids.items() if index >= len(records)]
+        if stale:
+            # Only after the new chunks are in: a reader never sees a document with none.
+            await self._store.delete_points(tenant, stale)
+            summary.chunks_deleted += len(stale)
