@@ -289,7 +289,7 @@ async def running_server(
         try:
             yield RunningServer(server, channel, settings, port)
         finally:
-            await channel.close()
+            await channel.close(None)
             await server.stop(grace_s=0)
 
 
@@ -331,7 +331,11 @@ async def ingest_documents(
                         )
                     )
 
-            response = await running.documents.IngestDocuments(stream(), timeout=3600)
+            # The generated stubs are typed for the sync API; this is the aio channel.
+            response = await running.documents.IngestDocuments(  # type: ignore[misc]
+                stream(),  # type: ignore[arg-type]
+                timeout=3600,
+            )
             totals.created += response.created
             totals.updated += response.updated
             totals.unchanged += response.unchanged

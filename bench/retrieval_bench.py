@@ -20,8 +20,9 @@ in machine load falls on all of them alike):
 
 ``direct``, ``grpc bypass`` and ``grpc miss`` run the very same query texts in each round.
 Each row reports p50/p99 latency (client-side, per call), throughput (completed calls / wall
-time), the server's own ``timings.total`` p50, and the ratios ours/direct (p50 latency and
-QPS): the cost of gRPC + servicer + pipeline over the bare parts, or the gain of the cache.
+time), the server's own ``timings`` p50 (total, cache, embed), and the ratios ours/direct
+(p50 latency and QPS): the cost of gRPC + servicer + pipeline over the bare parts, or the
+gain of the cache.
 Requests are bounded per variant and level by ``--requests`` and ``--max-seconds``.
 
 Caveat printed with the results: the machine has few cores (2 here) and the load generator,
@@ -78,8 +79,10 @@ from groundwire.v1 import retrieval_pb2
 
 VARIANTS = ("direct", "grpc bypass", "grpc miss", "grpc hit")
 
-# One call: returns (server-reported total seconds or NaN, cache hit or None).
-Call = Callable[[str], Awaitable[tuple[float, bool | None]]]
+# One call: returns the server-reported timings in seconds (empty for direct calls) and
+# whether the answer came from the cache (None for direct calls).
+Call = Callable[[str], Awaitable[tuple[dict[str, float], bool | None]]]
+TIMINGS = ("total", "cache", "embed", "search")
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Measured:
     """Accumulated over the rounds of one (mode, concurrency, variant)."""
 
     latencies: list[float] = field(default_factory=list)
-    server_totals: list[float] = field(default_factory=list)
+    server: dict[str, list[float]] = field(default_factory=lambda: {t: [] for t in TIMINGS})
     wall_s: float = 0.0
     errors: int = 0
     unexpected_cache: int = 0  # a hit row that missed, or a miss row that hit
@@ -117,15 +120,15 @@ async def run_slice(
                 return
             begun = time.perf_counter()
             try:
-                server_total, hit = await call(text)
+                timings, hit = await call(text)
             except Exception as exc:  # a benchmark counts failures rather than dying on one
                 into.errors += 1
                 if into.errors <= 3:
                     print(f"call failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
             into.latencies.append(time.perf_counter() - begun)
-            if not math.isnan(server_total):
-                into.server_totals.append(server_total)
+            for name, seconds in timings.items():
+                into.server[name].append(seconds)
             if expect_hit is not None and hit is not None and hit != expect_hit:
                 into.unexpected_cache += 1
 
@@ -141,7 +144,7 @@ def make_calls(running: RunningServer, bm25: Bm25Encoder, mode: str, top_k: int)
     assert dense_embedder is not None
     stub = running.retrieval
 
-    async def direct(text: str) -> tuple[float, bool | None]:
+    async def direct(text: str) -> tuple[dict[str, float], bool | None]:
         normalized = normalize_query(text)
         dense = (
             await dense_embedder.embed_query(normalized)
@@ -154,17 +157,21 @@ def make_calls(running: RunningServer, bm25: Bm25Encoder, mode: str, top_k: int)
             else None
         )
         await store.search(TENANT, mode=search_mode, dense=dense, sparse=sparse, limit=top_k)
-        return math.nan, None
+        return {}, None
 
     def through_grpc(bypass: bool) -> Call:
-        async def call(text: str) -> tuple[float, bool | None]:
-            response = await stub.Retrieve(
+        async def call(text: str) -> tuple[dict[str, float], bool | None]:
+            response = await stub.Retrieve(  # type: ignore[misc]  # aio channel
                 retrieval_pb2.RetrieveRequest(
                     query=text, top_k=top_k, mode=MODES[mode], bypass_cache=bypass
                 ),
                 timeout=30,
             )
-            return response.timings.total.ToTimedelta().total_seconds(), response.cache_hit
+            timings = {
+                name: getattr(response.timings, name).ToTimedelta().total_seconds()
+                for name in TIMINGS
+            }
+            return timings, response.cache_hit
 
         return call
 
@@ -279,7 +286,10 @@ def summarise(mode: str, concurrency: int, measured: dict[str, Measured]) -> lis
                 "p95_ms": percentile(ms, 95),
                 "p99_ms": percentile(ms, 99),
                 "qps": m.qps,
-                "server_total_p50_ms": percentile([s * 1000 for s in m.server_totals], 50),
+                **{
+                    f"server_{name}_p50_ms": percentile([s * 1000 for s in m.server[name]], 50)
+                    for name in TIMINGS
+                },
                 "p50_ratio_vs_direct": p50 / base_p50 if base_p50 > 0 else math.nan,
                 "qps_ratio_vs_direct": m.qps / base.qps if base.qps > 0 else math.nan,
             }
@@ -290,7 +300,10 @@ def summarise(mode: str, concurrency: int, measured: dict[str, Measured]) -> lis
 async def run(args: argparse.Namespace) -> int:
     quiet_logs()
     corpus = load_corpus(args.dataset, args.docs)
-    all_queries = list(load_queries(args.dataset).values())
+    # SciFact repeats a few claims (1,109 queries, 1,105 distinct): a repeat would be a hit.
+    all_queries = list(
+        {normalize_query(q): q for q in load_queries(args.dataset).values()}.values()
+    )
     hit_queries = all_queries[: args.hit_queries]
     miss_queries = all_queries[args.hit_queries :]
     embedder = await load_embedder()
@@ -354,6 +367,8 @@ async def run(args: argparse.Namespace) -> int:
             "p99 ms",
             "QPS",
             "srv p50 ms",
+            "srv cache p50",
+            "srv embed p50",
             "p50 ratio",
             "QPS ratio",
         ],
@@ -367,6 +382,8 @@ async def run(args: argparse.Namespace) -> int:
                 r["p99_ms"],
                 r["qps"],
                 r["server_total_p50_ms"],
+                r["server_cache_p50_ms"],
+                r["server_embed_p50_ms"],
                 r["p50_ratio_vs_direct"],
                 r["qps_ratio_vs_direct"],
             ]

@@ -263,8 +263,7 @@ class EdgeVectorStore:
                 hits = shard.query(request)
             span.set_attribute("groundwire.hits", len(hits))
         chunks = [ScoredChunk(pl.chunk_record(h.id, h.payload), float(h.score)) for h in hits]
-        chunks.sort(key=lambda c: c.score, reverse=True)
-        return chunks
+        return pl.ranked(chunks)
 
     async def count(self, tenant: str) -> int:
         """The exact number of the tenant's points."""

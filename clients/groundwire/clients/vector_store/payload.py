@@ -28,6 +28,7 @@ from groundwire.clients.models import (
     FieldMatch,
     Metadata,
     MetadataScalar,
+    ScoredChunk,
     SearchMode,
     SparseVector,
     StoredDocument,
@@ -91,6 +92,13 @@ def store_span(
         attributes["groundwire.tenant"] = tenant
     attributes.update(extra)
     return client_span(f"vector_store.{op}", **attributes)
+
+
+def ranked(chunks: list[ScoredChunk]) -> list[ScoredChunk]:
+    """Best first, ties broken by chunk id: RRF gives many exact ties (a chunk ranked n-th by
+    one retriever only scores the same as another ranked n-th by the other), and the engine
+    returns tied hits in no fixed order, which would make answers and cache entries vary."""
+    return sorted(chunks, key=lambda c: (-c.score, c.record.chunk_id))
 
 
 def prefetch_limit(limit: int) -> int:

@@ -296,8 +296,7 @@ class QdrantVectorStore:
         chunks = [
             ScoredChunk(pl.chunk_record(p.id, p.payload), float(p.score)) for p in response.points
         ]
-        chunks.sort(key=lambda c: c.score, reverse=True)
-        return chunks
+        return pl.ranked(chunks)
 
     async def count(self, tenant: str) -> int:
         """The exact number of the tenant's points."""
