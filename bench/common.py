@@ -43,27 +43,17 @@ from groundwire.clients.cache import RedisCache  # noqa: E402
 from groundwire.clients.embedder import LocalEmbedder  # noqa: E402
 from groundwire.clients.vector_store import EdgeVectorStore  # noqa: E402
 from groundwire.server.app import Components, GroundwireServer, assemble_components  # noqa: E402
+from groundwire.server.cli import CHANNEL_OPTIONS  # noqa: E402
 from groundwire.server.settings import Settings, load_settings  # noqa: E402
 from groundwire.v1 import (  # noqa: E402
     documents_pb2,
     documents_pb2_grpc,
-    retrieval_pb2,
     retrieval_pb2_grpc,
 )
 
 DEFAULT_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "scifact"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 TENANT = "default"  # the tenant of every call when auth is off
-
-MODES = {
-    "dense": retrieval_pb2.RETRIEVAL_MODE_DENSE,
-    "sparse": retrieval_pb2.RETRIEVAL_MODE_SPARSE,
-    "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
-}
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
 
 
 def quiet_logs() -> None:

@@ -54,7 +54,6 @@ from typing import Any
 
 from common import (
     DEFAULT_DATASET,
-    MODES,
     RESULTS_DIR,
     TENANT,
     RunningServer,
@@ -74,6 +73,7 @@ from tqdm import tqdm
 
 from groundwire.clients.models import SearchMode
 from groundwire.clients.sparse import Bm25Encoder
+from groundwire.server.cli import MODES
 from groundwire.server.pipeline.retrieval import normalize_query
 from groundwire.v1 import retrieval_pb2
 

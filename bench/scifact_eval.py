@@ -56,7 +56,6 @@ from typing import Any
 
 from common import (
     DEFAULT_DATASET,
-    MODES,
     RESULTS_DIR,
     Doc,
     environment,
@@ -74,6 +73,7 @@ from common import (
 from tqdm import tqdm
 
 from groundwire.clients.embedder import LocalEmbedder
+from groundwire.server.cli import MODES
 from groundwire.server.pipeline.ingest import embedding_text
 from groundwire.server.pipeline.retrieval import normalize_query
 from groundwire.server.settings import Settings
