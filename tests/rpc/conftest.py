@@ -61,6 +61,10 @@ class Running:
     def capabilities(self) -> capabilities_pb2_grpc.CapabilitiesServiceStub:
         return capabilities_pb2_grpc.CapabilitiesServiceStub(self.channel)
 
+    async def settle(self) -> None:
+        """Wait for the cache writes the server does after answering."""
+        await self.server.components.retrieval.drain()
+
     async def ingest(
         self, docs: list[documents_pb2.Document], key: str = KEY_A
     ) -> documents_pb2.IngestDocumentsResponse:

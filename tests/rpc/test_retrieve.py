@@ -147,6 +147,7 @@ async def test_cache_hits_on_repeat_and_misses_after_ingest(make_server: ServerF
     await running.ingest(corpus())
     request = retrieval_pb2.RetrieveRequest(query="why do volcanoes erupt", top_k=3)
     first = await running.retrieval.Retrieve(request, metadata=auth(KEY_A))
+    await running.settle()  # the entry is written after the answer
     second = await running.retrieval.Retrieve(request, metadata=auth(KEY_A))
     assert not first.cache_hit and second.cache_hit
     assert list(second.chunks) == list(first.chunks)
@@ -157,6 +158,7 @@ async def test_cache_hits_on_repeat_and_misses_after_ingest(make_server: ServerF
     # Another top_k is another answer.
     other = retrieval_pb2.RetrieveRequest(query="why do volcanoes erupt", top_k=4)
     assert not (await running.retrieval.Retrieve(other, metadata=auth(KEY_A))).cache_hit
+    await running.settle()
     # Ingest bumps the index version: the next call misses and sees the new document.
     await running.ingest(corpus()[:2])  # unchanged documents: no bump
     assert (await running.retrieval.Retrieve(request, metadata=auth(KEY_A))).cache_hit
@@ -192,6 +194,7 @@ async def test_calls_succeed_when_redis_dies(
         redis_server.start()
     # Redis back: the cache works again.
     await running.retrieval.Retrieve(request, metadata=auth(KEY_A))
+    await running.settle()
     assert (await running.retrieval.Retrieve(request, metadata=auth(KEY_A))).cache_hit
 
 

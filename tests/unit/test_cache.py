@@ -68,7 +68,7 @@ async def test_index_version_starts_at_zero_and_bumps_per_tenant(
 
     assert await cache.index_version("acme") == 2
     assert await cache.index_version("globex") == 1
-    assert await raw.get("t:idxver:acme") == b"2"
+    assert await raw.get("t:idxver:{acme}") == b"2"
 
 
 async def test_ping(cache: RedisCache) -> None:
@@ -141,4 +141,36 @@ async def test_unreachable_redis_logs_one_warning_per_burst(
         assert len(warnings) == 1
         assert warnings[0].operation == "get"  # type: ignore[attr-defined]
     finally:
+        await cache.close()
+
+
+async def test_versioned_entries_are_read_with_the_version_in_one_round_trip(
+    redis_url: str,
+) -> None:
+    cache = RedisCache.from_url(redis_url)
+    try:
+        assert await cache.get_versioned("acme", "ret:{acme}:q") == (0, None)
+        await cache.set_versioned("acme", "ret:{acme}:q", 0, b"answer:v0", ttl_s=30)
+        assert await cache.get_versioned("acme", "ret:{acme}:q") == (0, b"answer:v0")
+        # Another tenant's bump changes nothing here; this tenant's makes the entry stale.
+        await cache.bump_index_version("globex")
+        assert await cache.get_versioned("acme", "ret:{acme}:q") == (0, b"answer:v0")
+        await cache.bump_index_version("acme")
+        assert await cache.get_versioned("acme", "ret:{acme}:q") == (1, None)
+        await cache.set_versioned("acme", "ret:{acme}:q", 1, b"answer:v1", ttl_s=30)
+        assert await cache.get_versioned("acme", "ret:{acme}:q") == (1, b"answer:v1")
+    finally:
+        await cache.close()
+
+
+async def test_versioned_reads_bypass_when_redis_is_down(redis_server: RedisServer) -> None:
+    if redis_server.process is None:
+        redis_server.start()
+    cache = RedisCache.from_url(redis_server.url)
+    try:
+        redis_server.stop()
+        assert await cache.get_versioned("acme", "ret:{acme}:q") is None
+        await cache.set_versioned("acme", "ret:{acme}:q", 0, b"x", ttl_s=30)  # no raise
+    finally:
+        redis_server.start()
         await cache.close()

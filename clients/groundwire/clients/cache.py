@@ -33,7 +33,8 @@ CACHE_ERRORS = Counter(
 )
 CACHE_REQUESTS = Counter(
     "groundwire_cache_requests",
-    "Cache lookups by result: hit, miss, or error (Redis failed, counted as a bypass).",
+    "Cache lookups by result: hit, miss, stale (stored for an older index version), or error "
+    "(Redis failed, counted as a bypass).",
     ["result"],
 )
 
@@ -71,11 +72,25 @@ class _ThrottledWarning:
         self._suppressed = 0
 
 
+def _unframe(raw: bytes | str | None, version: int) -> bytes | None:
+    """The payload of a ``<version>:<payload>`` entry if it was stored at ``version``."""
+    if raw is None:
+        return None
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    stored, sep, payload = data.partition(b":")
+    if not sep or not stored.isdigit() or int(stored) != version:
+        return None
+    return payload
+
+
 class RedisCache:
     """``ports.Cache`` over Redis (or Redis Cluster).
 
     Values live at ``{namespace}:{key}``; a tenant's index version at
-    ``{namespace}:idxver:{tenant}`` (so cache keys must not start with ``idxver:``).
+    ``{namespace}:idxver:{<tenant>}`` (so cache keys must not start with ``idxver:``). The
+    tenant sits in a hash tag so that, in a Redis Cluster, a caller's keys tagged the same way
+    (``ret:{<tenant>}:…``) share the version's slot and :meth:`get_versioned` can read both in
+    one ``MGET``.
     """
 
     def __init__(
@@ -144,7 +159,7 @@ class RedisCache:
         return f"{self._namespace}:{key}"
 
     def _version_key(self, tenant: str) -> str:
-        return f"{self._namespace}:idxver:{tenant}"
+        return f"{self._namespace}:idxver:{{{tenant}}}"
 
     def _failed(self, operation: str, exc: BaseException, span: Span) -> None:
         CACHE_ERRORS.labels(operation=operation).inc()
@@ -168,6 +183,37 @@ class RedisCache:
                 return None
             # A client built with decode_responses=True hands back str; keep the bytes contract.
             return value.encode() if isinstance(value, str) else bytes(value)
+
+    async def get_versioned(self, tenant: str, key: str) -> tuple[int, bytes | None] | None:
+        """The tenant's current index version and the value stored at ``key`` for exactly that
+        version, read in one round trip (``MGET``). The value is None on a miss or when it was
+        stored for an older version; the whole answer is None when Redis failed. ``key`` must
+        carry the tenant's hash tag (``…{<tenant>}…``)."""
+        with client_span("cache.get_versioned", **_SPAN_ATTRIBUTES) as span:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    raw_version, raw_value = await self._client.mget(
+                        self._version_key(tenant), self._key(key)
+                    )
+                version = 0 if raw_version is None else int(raw_version)
+            except (*_REDIS_FAILURES, ValueError) as exc:
+                # ValueError: the version is not a number (someone else wrote the key).
+                CACHE_REQUESTS.labels(result="error").inc()
+                self._failed("get_versioned", exc, span)
+                return None
+            value = _unframe(raw_value, version)
+            result = "hit" if value is not None else "miss" if raw_value is None else "stale"
+            CACHE_REQUESTS.labels(result=result).inc()
+            span.set_attribute("groundwire.cache_result", result)
+            return version, value
+
+    async def set_versioned(
+        self, tenant: str, key: str, version: int, value: bytes, ttl_s: int
+    ) -> None:
+        """Store ``value`` as computed at the tenant's index ``version``; failures are logged
+        and counted, never raised."""
+        del tenant  # the key's hash tag already places it; kept for symmetry with the read
+        await self.set(key, b"%d:" % version + value, ttl_s)
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         """Store ``value`` for ``ttl_s`` seconds (a TTL below 1 stores nothing); failures are

@@ -131,6 +131,18 @@ class Cache(Protocol):
         """The cached value, or None on a miss or a Redis failure."""
         ...
 
+    async def get_versioned(self, tenant: str, key: str) -> tuple[int, bytes | None] | None:
+        """The tenant's current index version and the value stored at ``key`` for that
+        version (None on a miss or a stale entry), in one round trip; None when Redis failed
+        (the caller bypasses the cache)."""
+        ...
+
+    async def set_versioned(
+        self, tenant: str, key: str, version: int, value: bytes, ttl_s: int
+    ) -> None:
+        """Store ``value`` as computed at the tenant's index ``version``."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         """Store a value; a Redis failure is logged and counted, not raised."""
         ...

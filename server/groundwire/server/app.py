@@ -68,6 +68,7 @@ class Components:
 
     async def close(self) -> None:
         """Release every client, store last so in-flight writes are flushed."""
+        await self.retrieval.drain()
         if self.cache is not None:
             await self.cache.close()
         if self.dense is not None and self.owns_dense:

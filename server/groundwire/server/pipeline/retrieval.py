@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -15,7 +16,8 @@ from groundwire.clients.ports import Cache, DenseEmbedder, SparseEncoder, Vector
 
 log = logging.getLogger(__name__)
 _SPACES = re.compile(r"\s+")
-CACHE_FORMAT = 1  # bump when the cached value's layout changes
+CACHE_FORMAT = 2  # bump when the cached value's layout changes
+MAX_PENDING_CACHE_WRITES = 256
 
 
 def normalize_query(text: str) -> str:
@@ -66,6 +68,7 @@ class RetrievalPipeline:
         self._dense = dense
         self._cache = cache
         self._cache_ttl_s = cache_ttl_s
+        self._pending_writes: set[asyncio.Task[None]] = set()
 
     @property
     def default_mode(self) -> SearchMode:
@@ -90,27 +93,28 @@ class RetrievalPipeline:
         text = normalize_query(query.text)
         cache_s = 0.0
         key: str | None = None
+        version = 0
         if self._cache is not None and query.use_cache:
             cache_started = time.perf_counter()
-            version = await self._cache.index_version(tenant)
-            if version is not None:
-                key = self._cache_key(tenant, text, query, version)
-                cached = await self._cache.get(key)
-                if cached is not None:
-                    chunks = _decode(cached)
-                    if chunks is not None:
-                        cache_s = time.perf_counter() - cache_started
-                        return RetrievalResult(
-                            chunks=chunks,
-                            cache_hit=True,
-                            mode=query.mode,
-                            embedder_id=self.embedder_id,
-                            cache_s=cache_s,
-                            embed_s=0.0,
-                            search_s=0.0,
-                            total_s=time.perf_counter() - started,
-                        )
+            key = self._cache_key(tenant, text, query)
+            found = await self._cache.get_versioned(tenant, key)
             cache_s = time.perf_counter() - cache_started
+            if found is None:
+                key = None  # Redis failed: bypass the cache for this call
+            else:
+                version, cached = found
+                chunks = _decode(cached) if cached is not None else None
+                if chunks is not None:
+                    return RetrievalResult(
+                        chunks=chunks,
+                        cache_hit=True,
+                        mode=query.mode,
+                        embedder_id=self.embedder_id,
+                        cache_s=cache_s,
+                        embed_s=0.0,
+                        search_s=0.0,
+                        total_s=time.perf_counter() - started,
+                    )
 
         embed_started = time.perf_counter()
         dense_vector = None
@@ -135,10 +139,8 @@ class RetrievalPipeline:
         )
         search_s = time.perf_counter() - search_started
 
-        if key is not None and self._cache is not None:
-            write_started = time.perf_counter()
-            await self._cache.set(key, _encode(chunks), self._cache_ttl_s)
-            cache_s += time.perf_counter() - write_started
+        if key is not None:
+            self._store_later(tenant, key, version, _encode(chunks))
 
         return RetrievalResult(
             chunks=chunks,
@@ -151,8 +153,25 @@ class RetrievalPipeline:
             total_s=time.perf_counter() - started,
         )
 
-    def _cache_key(self, tenant: str, text: str, query: RetrievalQuery, version: int) -> str:
-        # Everything that changes the answer is in the key; nothing else is.
+    def _store_later(self, tenant: str, key: str, version: int, value: bytes) -> None:
+        """Write the cache entry off the response path; the caller does not wait for Redis.
+        Writes are dropped, not queued, while too many are already in flight."""
+        if self._cache is None or len(self._pending_writes) >= MAX_PENDING_CACHE_WRITES:
+            return
+        task = asyncio.create_task(
+            self._cache.set_versioned(tenant, key, version, value, self._cache_ttl_s)
+        )
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+
+    async def drain(self) -> None:
+        """Wait for cache writes in flight (at shutdown, and in tests)."""
+        if self._pending_writes:
+            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+
+    def _cache_key(self, tenant: str, text: str, query: RetrievalQuery) -> str:
+        # Everything that changes the answer is in the key but the index version, which the
+        # entry records instead; nothing else is.
         material = json.dumps(
             [
                 CACHE_FORMAT,
@@ -164,13 +183,15 @@ class RetrievalPipeline:
                 query.min_score,
                 self.embedder_id,
                 self._sparse.id,
-                version,
             ],
             ensure_ascii=False,
             separators=(",", ":"),
         )
         digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
-        return f"ret:{tenant}:{digest}"
+        # The index version is not in the key: the entry records the version it was computed
+        # at, and a lookup reads both in one round trip. The braces are a Redis Cluster hash
+        # tag putting the entry in the slot of the tenant's version counter.
+        return f"ret:{{{tenant}}}:{digest}"
 
 
 def _encode(chunks: list[ScoredChunk]) -> bytes:
