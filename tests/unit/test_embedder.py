@@ -77,6 +77,19 @@ async def test_minilm_batching_matches_one_by_one(minilm: LocalEmbedder) -> None
 
 
 @pytest.mark.model
+async def test_minilm_concurrent_queries_match_one_by_one(minilm: LocalEmbedder) -> None:
+    queries = [
+        f"question number {i} about {topic}"
+        for i, topic in enumerate(
+            ["tides", "volcanoes", "bread", "TCP", "photosynthesis", "proteins", "law", "music"]
+        )
+    ]
+    alone = [await minilm.embed_query(q) for q in queries]
+    together = await asyncio.gather(*(minilm.embed_query(q) for q in queries))
+    for a, b in zip(alone, together, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-5
+
+
 async def test_minilm_tokenizer_spans_are_substrings(minilm: LocalEmbedder) -> None:
     text = "Tokenization isn't hard: naïve café, 3.14 東京!"
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from opentelemetry.trace import Span
 
+from groundwire.clients.coalescing import QueryCoalescer
 from groundwire.clients.correlation import outbound_headers
 from groundwire.clients.errors import EmbedderUnavailableError
 from groundwire.clients.ports import Tokenizer
@@ -148,6 +149,7 @@ class LocalEmbedder(_BatchingEmbedder):
         # use, so the first query does not pay for it, and a broken model fails at start-up.
         self._executor.submit(self._encode, ["warm-up"]).result()
         self._closed = False
+        self._queries = QueryCoalescer(self._embed_batch, max_batch=max(batch_size, 16))
 
     @classmethod
     async def load(
@@ -188,6 +190,11 @@ class LocalEmbedder(_BatchingEmbedder):
     def tokenizer(self) -> Tokenizer:
         """The model's own WordPiece tokenizer, without special tokens."""
         return self._tokenizer
+
+    async def embed_query(self, text: str) -> list[float]:
+        """The vector of one query; concurrent queries share model calls."""
+        with self._span(1, "query"):
+            return await self._queries.embed(text)
 
     async def close(self) -> None:
         """Stop the worker thread; later calls raise EmbedderUnavailableError."""
