@@ -43,6 +43,7 @@ from groundwire.clients.models import (
     SparseVector,
     StoredDocument,
 )
+from groundwire.clients.vector_store import edge_requests as er
 from groundwire.clients.vector_store import payload as pl
 
 LOCK_FILE = "groundwire.lock"
@@ -86,27 +87,6 @@ def _acquire_ownership(lock_path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
-
-
-def _match(values: tuple[str | int, ...]) -> edge.MatchValue | edge.MatchAny:
-    if len(values) == 1:
-        return edge.MatchValue(values[0])
-    if isinstance(values[0], str):
-        return edge.MatchAny([str(v) for v in values])
-    return edge.MatchAny([int(v) for v in values])
-
-
-def _filter(conditions: Sequence[pl.Condition], chunk_ids: Sequence[str] = ()) -> edge.Filter:
-    must: list[edge.ConditionType] = [
-        edge.FieldCondition(c.key, match=_match(c.values)) for c in conditions
-    ]
-    if chunk_ids:
-        must.append(edge.HasIdCondition(set(chunk_ids)))
-    return edge.Filter(must=must)
-
-
-def _sparse(vector: SparseVector) -> edge.SparseVector:
-    return edge.SparseVector(list(vector.indices), [float(v) for v in vector.values])
 
 
 class EdgeVectorStore:
@@ -190,10 +170,12 @@ class EdgeVectorStore:
             return
         operation = edge.UpdateOperation.upsert_points(
             [
-                edge.Point(p.record.chunk_id, self._vectors(p), pl.chunk_payload(tenant, p.record))
+                edge.Point(
+                    p.record.chunk_id, er.named_vectors(p), pl.chunk_payload(tenant, p.record)
+                )
                 for p in points
             ],
-            condition=_filter(scope),
+            condition=er.filter_of(scope),
         )
         with self._span("upsert", tenant, **{"groundwire.points": len(points)}):
             async with self._write_lock:
@@ -218,7 +200,7 @@ class EdgeVectorStore:
         pl.check_point_ids(chunk_ids)
         if not chunk_ids:
             return
-        operation = edge.UpdateOperation.delete_points_by_filter(_filter(scope, chunk_ids))
+        operation = edge.UpdateOperation.delete_points_by_filter(er.filter_of(scope, chunk_ids))
         with self._span("delete_points", tenant, **{"groundwire.points": len(chunk_ids)}):
             async with self._write_lock:
                 await self._write("delete_points", [operation])
@@ -235,7 +217,9 @@ class EdgeVectorStore:
                 chunks = sum(len(d.chunk_ids) for d in found.values())
                 if chunks:
                     doc_scope = [*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
-                    operation = edge.UpdateOperation.delete_points_by_filter(_filter(doc_scope))
+                    operation = edge.UpdateOperation.delete_points_by_filter(
+                        er.filter_of(doc_scope)
+                    )
                     await self._write("delete_documents", [operation])
                 return len(found), chunks
 
@@ -254,7 +238,16 @@ class EdgeVectorStore:
         conditions = pl.search_conditions(tenant, filters)
         info = self._require_info()
         pl.check_search(mode, dense, sparse, limit, info.dimension)
-        request = self._query(conditions, mode, dense, sparse, limit, min_score)
+        request = er.query_request(
+            conditions,
+            mode,
+            dense,
+            sparse,
+            limit,
+            min_score,
+            hnsw=self._hnsw,
+            hnsw_ef=self._hnsw_ef,
+        )
         with self._span(
             "search", tenant, **{"groundwire.search_mode": mode.value, "groundwire.limit": limit}
         ) as span:
@@ -271,7 +264,7 @@ class EdgeVectorStore:
         with self._span("count", tenant):
             shard = self._require_shard()
             with _edge_errors("count"):
-                return shard.count(edge.CountRequest(exact=True, filter=_filter(scope)))
+                return shard.count(edge.CountRequest(exact=True, filter=er.filter_of(scope)))
 
     async def optimize(self) -> bool:
         """Run Edge's optimizers: vacuum deleted points, merge segments and, with
@@ -401,7 +394,7 @@ class EdgeVectorStore:
         self, scope: list[pl.Condition], doc_ids: Sequence[str]
     ) -> list[tuple[object, dict[str, object] | None]]:
         shard = self._require_shard()
-        request_filter = _filter([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
+        request_filter = er.filter_of([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
         found: list[tuple[object, dict[str, object] | None]] = []
         offset: edge.PointId | None = None
         with _edge_errors("scroll"):
@@ -417,63 +410,6 @@ class EdgeVectorStore:
                 found.extend((record.id, record.payload) for record in page)
                 if offset is None:
                     return found
-
-    def _vectors(self, point: ChunkPoint) -> dict[str, edge.NamedVector]:
-        vectors: dict[str, edge.NamedVector] = {}
-        if point.dense is not None:
-            vectors[pl.DENSE_VECTOR] = [float(v) for v in point.dense]
-        if point.sparse is not None:
-            vectors[pl.SPARSE_VECTOR] = _sparse(point.sparse)
-        return vectors
-
-    def _query(
-        self,
-        conditions: list[pl.Condition],
-        mode: SearchMode,
-        dense: list[float] | None,
-        sparse: SparseVector | None,
-        limit: int,
-        min_score: float | None,
-    ) -> edge.QueryRequest:
-        request_filter = _filter(conditions)
-        dense_params = (
-            edge.SearchParams(hnsw_ef=self._hnsw_ef)
-            if self._hnsw
-            else edge.SearchParams(exact=True)
-        )
-        # IDF over the tenant's own chunks: another tenant's corpus never moves these scores.
-        sparse_params = edge.SearchParams(idf=edge.IdfParams(corpus=_filter(conditions[:1])))
-        dense_query = edge.Query.Nearest(dense, using=pl.DENSE_VECTOR) if dense else None
-        sparse_query = (
-            edge.Query.Nearest(_sparse(sparse), using=pl.SPARSE_VECTOR) if sparse else None
-        )
-        if mode is SearchMode.DENSE:
-            query, params = dense_query, dense_params
-        elif mode is SearchMode.SPARSE:
-            query, params = sparse_query, sparse_params
-        else:
-            branch = pl.prefetch_limit(limit)
-            prefetches = [
-                edge.Prefetch(branch, dense_query, filter=request_filter, params=dense_params),
-                edge.Prefetch(branch, sparse_query, filter=request_filter, params=sparse_params),
-            ]
-            return edge.QueryRequest(
-                limit=limit,
-                # The stub declares Fusion.Rrf apart from Fusion; the engine takes it.
-                query=edge.Fusion.Rrf(k=pl.RRF_K),  # type: ignore[arg-type]
-                prefetches=prefetches,
-                filter=request_filter,
-                with_payload=True,
-                score_threshold=min_score,  # on the fused score
-            )
-        return edge.QueryRequest(
-            limit=limit,
-            query=query,
-            filter=request_filter,
-            params=params,
-            with_payload=True,
-            score_threshold=min_score,
-        )
 
 
 def _close_shard(shard: edge.EdgeShard) -> None:
