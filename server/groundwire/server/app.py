@@ -106,6 +106,7 @@ async def build_store(settings: Settings) -> VectorStore:
             timeout_s=settings.qdrant_timeout_s,
             replication_factor=settings.qdrant_replication_factor,
             write_consistency_factor=settings.qdrant_write_consistency_factor,
+            hnsw=settings.qdrant_hnsw,
         )
     return EdgeVectorStore(settings.data_dir / "edge", hnsw=settings.edge_hnsw)
 

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     qdrant_timeout_s: float = Field(5.0, gt=0)
     qdrant_replication_factor: int | None = Field(None, ge=1)
     qdrant_write_consistency_factor: int | None = Field(None, ge=1)
+    # A Qdrant server builds its HNSW index in the background; exact search is for debugging.
+    qdrant_hnsw: bool = True
 
     # --- embeddings ---
     embedder: EmbedderKind = EmbedderKind.LOCAL

@@ -31,6 +31,7 @@ from groundwire.clients.models import (
     StoredDocument,
 )
 from groundwire.clients.vector_store import payload as pl
+from groundwire.clients.vector_store import qdrant_requests as qr
 
 T = TypeVar("T")
 
@@ -44,27 +45,6 @@ _VENDOR_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
-
-
-def _match(values: tuple[str | int, ...]) -> models.MatchValue | models.MatchAny:
-    if len(values) == 1:
-        return models.MatchValue(value=values[0])
-    if isinstance(values[0], str):
-        return models.MatchAny(any=[str(v) for v in values])
-    return models.MatchAny(any=[int(v) for v in values])
-
-
-def _filter(conditions: Sequence[pl.Condition], chunk_ids: Sequence[str] = ()) -> models.Filter:
-    must: list[models.Condition] = [
-        models.FieldCondition(key=c.key, match=_match(c.values)) for c in conditions
-    ]
-    if chunk_ids:
-        must.append(models.HasIdCondition(has_id=list(chunk_ids)))
-    return models.Filter(must=must)
-
-
-def _sparse(vector: SparseVector) -> models.SparseVector:
-    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
 class QdrantVectorStore:
@@ -173,7 +153,7 @@ class QdrantVectorStore:
         structs = [
             models.PointStruct(
                 id=p.record.chunk_id,
-                vector=self._vectors(p),
+                vector=qr.named_vectors(p),
                 payload=pl.chunk_payload(tenant, p.record),
             )
             for p in points
@@ -185,7 +165,7 @@ class QdrantVectorStore:
                     self._collection,
                     points=structs,
                     wait=True,
-                    update_filter=_filter(scope),
+                    update_filter=qr.filter_of(scope),
                     timeout=self._server_timeout,
                 ),
             )
@@ -207,7 +187,7 @@ class QdrantVectorStore:
         if not chunk_ids:
             return
         with self._span("delete_points", tenant, **{"groundwire.points": len(chunk_ids)}):
-            await self._delete("delete_points", _filter(scope, chunk_ids))
+            await self._delete("delete_points", qr.filter_of(scope, chunk_ids))
 
     async def delete_documents(self, tenant: str, doc_ids: Sequence[str]) -> tuple[int, int]:
         """Delete every chunk of the tenant's ``doc_ids``; (documents, chunks) deleted.
@@ -223,7 +203,7 @@ class QdrantVectorStore:
             chunks = sum(len(d.chunk_ids) for d in found.values())
             if chunks:
                 doc_scope = [*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
-                await self._delete("delete_documents", _filter(doc_scope))
+                await self._delete("delete_documents", qr.filter_of(doc_scope))
             return len(found), chunks
 
     async def search(
@@ -240,39 +220,9 @@ class QdrantVectorStore:
         """The tenant's best ``limit`` chunks; hybrid fuses dense and sparse by RRF."""
         conditions = pl.search_conditions(tenant, filters)
         pl.check_search(mode, dense, sparse, limit, self._require_info().dimension)
-        request_filter = _filter(conditions)
-        dense_params = models.SearchParams(hnsw_ef=self._hnsw_ef, exact=not self._hnsw)
-        # IDF over the tenant's own chunks: another tenant's corpus never moves these scores.
-        sparse_params = models.SearchParams(
-            idf=models.IdfCorpusParams(corpus=_filter(conditions[:1]))
+        parts = qr.query_parts(
+            conditions, mode, dense, sparse, limit, hnsw=self._hnsw, hnsw_ef=self._hnsw_ef
         )
-        query: list[float] | models.SparseVector | models.FusionQuery
-        prefetch: list[models.Prefetch] | None = None
-        using: str | None = None
-        params: models.SearchParams | None = None
-        if mode is SearchMode.DENSE:
-            query, using, params = list(dense or ()), pl.DENSE_VECTOR, dense_params
-        elif mode is SearchMode.SPARSE:
-            assert sparse is not None  # check_search refused it otherwise
-            query, using, params = _sparse(sparse), pl.SPARSE_VECTOR, sparse_params
-        else:
-            assert dense is not None and sparse is not None
-            branches: list[tuple[list[float] | models.SparseVector, str, models.SearchParams]] = [
-                (list(dense), pl.DENSE_VECTOR, dense_params),
-                (_sparse(sparse), pl.SPARSE_VECTOR, sparse_params),
-            ]
-            prefetch = [
-                models.Prefetch(
-                    query=q,
-                    using=u,
-                    params=p,
-                    filter=request_filter,
-                    limit=pl.prefetch_limit(limit),
-                )
-                for q, u, p in branches
-            ]
-            # Qdrant's RRF constant defaults to pl.RRF_K, the one Edge is given explicitly.
-            query = models.FusionQuery(fusion=models.Fusion.RRF)
         with self._span(
             "search", tenant, **{"groundwire.search_mode": mode.value, "groundwire.limit": limit}
         ) as span:
@@ -280,11 +230,11 @@ class QdrantVectorStore:
                 "search",
                 self._client.query_points(
                     self._collection,
-                    query=query,
-                    using=using,
-                    prefetch=prefetch,
-                    query_filter=request_filter,
-                    search_params=params,
+                    query=parts.query,
+                    using=parts.using,
+                    prefetch=parts.prefetch,
+                    query_filter=parts.filter,
+                    search_params=parts.params,
                     limit=limit,
                     with_payload=True,
                     score_threshold=min_score,  # for hybrid: on the fused score
@@ -306,7 +256,7 @@ class QdrantVectorStore:
                 "count",
                 self._client.count(
                     self._collection,
-                    count_filter=_filter(scope),
+                    count_filter=qr.filter_of(scope),
                     exact=True,
                     timeout=self._server_timeout,
                 ),
@@ -419,7 +369,7 @@ class QdrantVectorStore:
     async def _scroll_documents(
         self, scope: list[pl.Condition], doc_ids: Sequence[str]
     ) -> list[tuple[object, dict[str, object] | None]]:
-        request_filter = _filter([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
+        request_filter = qr.filter_of([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
         found: list[tuple[object, dict[str, object] | None]] = []
         offset: types.PointId | None = None
         while True:
@@ -449,11 +399,3 @@ class QdrantVectorStore:
                 timeout=self._server_timeout,
             ),
         )
-
-    def _vectors(self, point: ChunkPoint) -> dict[str, models.Vector]:
-        vectors: dict[str, models.Vector] = {}
-        if point.dense is not None:
-            vectors[pl.DENSE_VECTOR] = [float(v) for v in point.dense]
-        if point.sparse is not None:
-            vectors[pl.SPARSE_VECTOR] = _sparse(point.sparse)
-        return vectors
