@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from groundwire.clients.embedder import OpenAIEmbedder
 from groundwire.server.auth import Authenticator
-from groundwire.server.interceptors import CallInterceptor, CorrelationInterceptor, ServerState
+from groundwire.server.interceptors import CallInterceptor, ServerState
 from groundwire.server.settings import load_settings
 from groundwire.v1 import capabilities_pb2, retrieval_pb2, retrieval_pb2_grpc
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
@@ -150,7 +150,6 @@ async def test_internal_errors_do_not_leak_and_carry_the_correlation_id() -> Non
     settings = load_settings(auth_mode="off", metrics_port=None)
     server = grpc.aio.server(
         interceptors=[
-            CorrelationInterceptor(),
             CallInterceptor(Authenticator(settings), ServerState()),
         ]
     )

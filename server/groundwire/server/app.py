@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -23,7 +24,7 @@ from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
 from groundwire.server.auth import Authenticator
-from groundwire.server.interceptors import CallInterceptor, CorrelationInterceptor, ServerState
+from groundwire.server.interceptors import CallInterceptor, ServerState
 from groundwire.server.pipeline.chunking import Chunker
 from groundwire.server.pipeline.ingest import IngestPipeline
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
@@ -187,12 +188,15 @@ class GroundwireServer:
         self.state = ServerState()
         self.health = health_aio.HealthServicer()
         provider = configure_tracing(settings)
+        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+        if provider is not None:
+            # Without a tracer provider no span is recorded: the layer would only cost time.
+            interceptors.append(
+                aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
+            )
+        interceptors.append(CallInterceptor(Authenticator(settings), self.state))
         self.server = grpc.aio.server(
-            interceptors=[
-                CorrelationInterceptor(),
-                aio_server_interceptor(tracer_provider=provider),  # type: ignore[no-untyped-call]
-                CallInterceptor(Authenticator(settings), self.state),
-            ],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),

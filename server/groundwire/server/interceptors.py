@@ -1,6 +1,5 @@
-"""Server interceptors, outermost first: correlation id, (OpenTelemetry), then one call
-interceptor that refuses calls while draining, authenticates, maps errors to statuses and
-writes the access log line.
+"""Server interceptors: OpenTelemetry's (when tracing is on), then our call interceptor, which
+handles the correlation id, draining, authentication, error mapping and the access log.
 
 Each wraps the handler's behaviour function; unary and streaming responses need different
 wrappers (a coroutine vs an async generator), built by :func:`_wrap`.
@@ -86,46 +85,6 @@ def _wrap(
     )
 
 
-class CorrelationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Picks the correlation id (``x-correlation-id``, else ``x-request-id``, else a new one),
-    makes it current for the call and echoes it in initial and trailing metadata."""
-
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        metadata = _metadata(handler_call_details)
-        correlation_id = (
-            sanitize_correlation_id(metadata.get(CORRELATION_HEADER))
-            or sanitize_correlation_id(metadata.get(MESH_REQUEST_HEADER))
-            or new_correlation_id()
-        )
-        echo = ((CORRELATION_HEADER, correlation_id),)
-
-        def make_unary(behavior: Behavior) -> Behavior:
-            async def unary(request: Any, context: Context) -> Any:
-                with correlation_scope(correlation_id):
-                    await context.send_initial_metadata(echo)
-                    context.set_trailing_metadata(echo)
-                    return await behavior(request, context)
-
-            return unary
-
-        def make_stream(behavior: Behavior) -> Behavior:
-            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                with correlation_scope(correlation_id):
-                    await context.send_initial_metadata(echo)
-                    context.set_trailing_metadata(echo)
-                    async for response in behavior(request, context):
-                        yield response
-
-            return stream
-
-        handler = await continuation(handler_call_details)
-        return _wrap(handler, make_unary, make_stream)  # type: ignore[return-value]
-
-
 class ServerState:
     """Shared between the shutdown path and the interceptor: are we draining?"""
 
@@ -134,9 +93,13 @@ class ServerState:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Refuses calls while draining, authenticates (tenant into the context), turns our
-    exceptions into rich statuses (INTERNAL never leaks internals) and logs one JSON line
-    per call."""
+    """Everything groundwire does around a call, in one wrapper (each interceptor layer costs
+    about 0.15 ms a call in grpc.aio), in this order: picks the correlation id
+    (``x-correlation-id``, else the mesh's ``x-request-id``, else a new one), makes it current
+    and echoes it in initial and trailing metadata; tags the server span that OpenTelemetry's
+    interceptor (outside this one) opened; refuses calls while draining; authenticates (tenant
+    into the context); turns our exceptions into rich statuses (INTERNAL never leaks
+    internals); writes one JSON access log line."""
 
     def __init__(self, authenticator: Authenticator, state: ServerState) -> None:
         self.authenticator = authenticator
@@ -149,35 +112,47 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Handler:
         method: str = handler_call_details.method
         metadata = _metadata(handler_call_details)
+        correlation_id = (
+            sanitize_correlation_id(metadata.get(CORRELATION_HEADER))
+            or sanitize_correlation_id(metadata.get(MESH_REQUEST_HEADER))
+            or new_correlation_id()
+        )
+        echo = ((CORRELATION_HEADER, correlation_id),)
         needs_auth = not method.startswith(UNAUTHENTICATED_PREFIXES)
         interceptor = self
 
         def make_unary(behavior: Behavior) -> Behavior:
             async def unary(request: Any, context: Context) -> Any:
-                call = _Call(interceptor, method, metadata, needs_auth, context)
-                try:
-                    call.admit()
-                    return await behavior(request, context)
-                except BaseException as exc:
-                    await call.fail(exc)
-                    raise
-                finally:
-                    call.finish()
+                with correlation_scope(correlation_id):
+                    await context.send_initial_metadata(echo)
+                    context.set_trailing_metadata(echo)
+                    call = _Call(interceptor, method, metadata, needs_auth, context)
+                    try:
+                        call.admit()
+                        return await behavior(request, context)
+                    except BaseException as exc:
+                        await call.fail(exc)
+                        raise
+                    finally:
+                        call.finish()
 
             return unary
 
         def make_stream(behavior: Behavior) -> Behavior:
             async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                call = _Call(interceptor, method, metadata, needs_auth, context)
-                try:
-                    call.admit()
-                    async for response in behavior(request, context):
-                        yield response
-                except BaseException as exc:
-                    await call.fail(exc)
-                    raise
-                finally:
-                    call.finish()
+                with correlation_scope(correlation_id):
+                    await context.send_initial_metadata(echo)
+                    context.set_trailing_metadata(echo)
+                    call = _Call(interceptor, method, metadata, needs_auth, context)
+                    try:
+                        call.admit()
+                        async for response in behavior(request, context):
+                            yield response
+                    except BaseException as exc:
+                        await call.fail(exc)
+                        raise
+                    finally:
+                        call.finish()
 
             return stream
 

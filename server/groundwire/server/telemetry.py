@@ -19,12 +19,15 @@ from groundwire.server.settings import Settings, TracesExporter
 log = logging.getLogger(__name__)
 
 
-def configure_tracing(settings: Settings) -> trace.TracerProvider:
-    """The process's tracer provider. An already-installed SDK provider (a test's in-memory
-    exporter, an operator's auto-instrumentation) is kept rather than replaced."""
+def configure_tracing(settings: Settings) -> trace.TracerProvider | None:
+    """The process's tracer provider, or None when traces are off (spans then cost nothing).
+    An already-installed SDK provider (a test's in-memory exporter, an operator's
+    auto-instrumentation) is kept rather than replaced."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
+    if settings.traces is TracesExporter.OFF:
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.traces is TracesExporter.CONSOLE:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
