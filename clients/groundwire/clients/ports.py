@@ -127,10 +127,6 @@ class VectorStore(Protocol):
 class Cache(Protocol):
     """A byte cache with per-tenant index versions. Failures never raise: they miss."""
 
-    async def get(self, key: str) -> bytes | None:
-        """The cached value, or None on a miss or a Redis failure."""
-        ...
-
     async def get_versioned(self, tenant: str, key: str) -> tuple[int, bytes | None] | None:
         """The tenant's current index version and the value stored at ``key`` for that
         version (None on a miss or a stale entry), in one round trip; None when Redis failed
@@ -141,15 +137,6 @@ class Cache(Protocol):
         self, tenant: str, key: str, version: int, value: bytes, ttl_s: int
     ) -> None:
         """Store ``value`` as computed at the tenant's index ``version``."""
-        ...
-
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        """Store a value; a Redis failure is logged and counted, not raised."""
-        ...
-
-    async def index_version(self, tenant: str) -> int | None:
-        """The tenant's index version (0 when never bumped), or None when Redis failed, in
-        which case the caller bypasses the cache."""
         ...
 
     async def bump_index_version(self, tenant: str) -> None:

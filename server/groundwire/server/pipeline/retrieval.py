@@ -91,31 +91,44 @@ class RetrievalPipeline:
         """The top chunks for ``query`` in ``tenant``'s corpus."""
         started = time.perf_counter()
         text = normalize_query(query.text)
-        cache_s = 0.0
-        key: str | None = None
-        version = 0
-        if self._cache is not None and query.use_cache:
-            cache_started = time.perf_counter()
-            key = self._cache_key(tenant, text, query)
-            found = await self._cache.get_versioned(tenant, key)
-            cache_s = time.perf_counter() - cache_started
-            if found is None:
-                key = None  # Redis failed: bypass the cache for this call
-            else:
-                version, cached = found
-                chunks = _decode(cached) if cached is not None else None
-                if chunks is not None:
-                    return RetrievalResult(
-                        chunks=chunks,
-                        cache_hit=True,
-                        mode=query.mode,
-                        embedder_id=self.embedder_id,
-                        cache_s=cache_s,
-                        embed_s=0.0,
-                        search_s=0.0,
-                        total_s=time.perf_counter() - started,
-                    )
+        key, version, chunks, cache_s = await self._lookup(tenant, text, query)
+        embed_s = search_s = 0.0
+        cache_hit = chunks is not None
+        if chunks is None:
+            chunks, embed_s, search_s = await self._search(tenant, text, query)
+            if key is not None:
+                self._store_later(tenant, key, version, _encode(chunks))
+        return RetrievalResult(
+            chunks=chunks,
+            cache_hit=cache_hit,
+            mode=query.mode,
+            embedder_id=self.embedder_id,
+            cache_s=cache_s,
+            embed_s=embed_s,
+            search_s=search_s,
+            total_s=time.perf_counter() - started,
+        )
 
+    async def _lookup(
+        self, tenant: str, text: str, query: RetrievalQuery
+    ) -> tuple[str | None, int, list[ScoredChunk] | None, float]:
+        """(key to store under or None to bypass, index version, cached chunks or None,
+        seconds spent)."""
+        if self._cache is None or not query.use_cache:
+            return None, 0, None, 0.0
+        cache_started = time.perf_counter()
+        key = self._cache_key(tenant, text, query)
+        found = await self._cache.get_versioned(tenant, key)
+        cache_s = time.perf_counter() - cache_started
+        if found is None:
+            return None, 0, None, cache_s  # Redis failed: bypass the cache for this call
+        version, cached = found
+        return key, version, _decode(cached) if cached is not None else None, cache_s
+
+    async def _search(
+        self, tenant: str, text: str, query: RetrievalQuery
+    ) -> tuple[list[ScoredChunk], float, float]:
+        """Embed and search: (chunks, embed seconds, search seconds)."""
         embed_started = time.perf_counter()
         dense_vector = None
         sparse_vector = None
@@ -137,21 +150,7 @@ class RetrievalPipeline:
             filters=query.filters,
             min_score=query.min_score,
         )
-        search_s = time.perf_counter() - search_started
-
-        if key is not None:
-            self._store_later(tenant, key, version, _encode(chunks))
-
-        return RetrievalResult(
-            chunks=chunks,
-            cache_hit=False,
-            mode=query.mode,
-            embedder_id=self.embedder_id,
-            cache_s=cache_s,
-            embed_s=embed_s,
-            search_s=search_s,
-            total_s=time.perf_counter() - started,
-        )
+        return chunks, embed_s, time.perf_counter() - search_started
 
     def _store_later(self, tenant: str, key: str, version: int, value: bytes) -> None:
         """Write the cache entry off the response path; the caller does not wait for Redis.
