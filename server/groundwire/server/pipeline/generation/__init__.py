@@ -1,0 +1,1 @@
+"""Answer generation: streaming LLM answers, their citations, and the fallbacks."""
