@@ -16,6 +16,7 @@ from groundwire.clients.embedder import LocalEmbedder
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore
 from groundwire.server.app import GroundwireServer, assemble_components
+from groundwire.server.scripted_llm import ScriptedLLM
 from groundwire.server.settings import Settings, load_settings
 from groundwire.v1 import (
     capabilities_pb2_grpc,
@@ -65,6 +66,11 @@ class Running:
         """Wait for the cache writes the server does after answering."""
         await self.server.components.retrieval.drain()
 
+    @property
+    def breakers(self) -> Any:
+        """The server's circuit breakers by model name."""
+        return self.server.components.generation.routes.breakers
+
     async def ingest(
         self, docs: list[documents_pb2.Document], key: str = KEY_A
     ) -> documents_pb2.IngestDocumentsResponse:
@@ -81,6 +87,13 @@ def auth(key: str, **extra: str) -> list[tuple[str, str]]:
 
 
 ServerFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    """The scripted OpenAI-compatible upstream, fresh for each test."""
+    async with ScriptedLLM() as upstream:
+        yield upstream
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from groundwire.v1 import (
     common_pb2,
     documents_pb2,
-    generation_pb2,
     retrieval_pb2,
 )
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
@@ -161,15 +160,3 @@ async def test_mesh_header_mode_trusts_the_named_tenant(make_server: ServerFacto
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     ok = await running.retrieval.Retrieve(R(query="q"), metadata=[("x-tenant-id", "team-x")])
     assert list(ok.chunks) == []
-
-
-async def test_generate_is_unimplemented_for_now(make_server: ServerFactory) -> None:
-    running = await make_server()
-    call = running.generation.Generate(
-        generation_pb2.GenerateRequest(query="q"), metadata=auth(KEY_A)
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in call:
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert details(caught.value)[0].reason == "ERROR_REASON_NOT_IMPLEMENTED"

@@ -136,7 +136,9 @@ async def test_health_reflection_and_capabilities(make_server: ServerFactory) ->
         retrieval_pb2.RETRIEVAL_MODE_HYBRID,
     }
     assert caps.limits.max_top_k == 100 and caps.features["retrieval_cache"]
-    assert not caps.features["generation"]
+    # No LLM configured: generation works, degraded; the catalog lists nothing callable.
+    assert caps.features["generation"] and not caps.features["llm"]
+    assert not caps.models and not caps.features["answer_cache"]
 
 
 class _Exploding(retrieval_pb2_grpc.RetrievalServiceServicer):

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from opentelemetry import propagate
+from opentelemetry.context import Context
 
 CORRELATION_HEADER = "x-correlation-id"
 MESH_REQUEST_HEADER = "x-request-id"
@@ -49,10 +50,11 @@ def sanitize_correlation_id(value: str | None) -> str | None:
     return value
 
 
-def outbound_headers() -> dict[str, str]:
-    """Headers for an outbound HTTP call: the correlation id and W3C ``traceparent``."""
+def outbound_headers(context: Context | None = None) -> dict[str, str]:
+    """Headers for an outbound HTTP call: the correlation id and W3C ``traceparent`` (of
+    ``context``'s span, by default the current one)."""
     headers: dict[str, str] = {}
-    propagate.inject(headers)
+    propagate.inject(headers, context=context)
     correlation_id = current_correlation_id()
     if correlation_id is not None:
         headers[CORRELATION_HEADER] = correlation_id

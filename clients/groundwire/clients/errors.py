@@ -87,6 +87,29 @@ class LLMUnavailableError(UpstreamUnavailableError):
     reason = "ERROR_REASON_LLM_UNAVAILABLE"
 
 
+class LLMCallError(LLMUnavailableError):
+    """One call to one LLM endpoint failed. The pipeline routes around these; a caller sees
+    one only as the cause of a later error.
+
+    ``kind`` says what happened: ``rate_limited`` (HTTP 429), ``server_error`` (5xx),
+    ``client_error`` (another 4xx), ``timeout`` (no bytes for too long), ``connection``
+    (refused, reset), ``stream_cut`` (the stream ended without its terminator),
+    ``upstream_error`` (an error event inside the stream), ``first_token_timeout``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.kind = kind
+        self.status = status
+
+
 class RateLimitedError(GroundwireError):
     """An upstream rate limit that no fallback could absorb."""
 

@@ -9,30 +9,42 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from groundwire.clients.cache import RedisCache
 from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder
+from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
 from groundwire.server.auth import Authenticator
 from groundwire.server.interceptors import CallInterceptor, ServerState
+from groundwire.server.pipeline.cache_writes import CacheWrites
 from groundwire.server.pipeline.chunking import Chunker
+from groundwire.server.pipeline.generation.answer_cache import AnswerCache
+from groundwire.server.pipeline.generation.breaker import CircuitBreaker
+from groundwire.server.pipeline.generation.catalog import load_catalog
+from groundwire.server.pipeline.generation.metrics import export_breakers
+from groundwire.server.pipeline.generation.pipeline import GenerationPipeline
+from groundwire.server.pipeline.generation.prompt import PromptBuilder, TokenCounter
+from groundwire.server.pipeline.generation.routing import ModelRoutes
 from groundwire.server.pipeline.ingest import IngestPipeline
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
 from groundwire.server.servicers.capabilities import CapabilitiesServicer
 from groundwire.server.servicers.documents import DocumentServicer
 from groundwire.server.servicers.generation import GenerationServicer
 from groundwire.server.servicers.retrieval import RetrievalServicer
-from groundwire.server.settings import EmbedderKind, Settings, VectorStoreKind
+from groundwire.server.settings import (
+    EmbedderKind,
+    Settings,
+    VectorStoreKind,
+    environment_secret,
+)
 from groundwire.server.telemetry import configure_tracing
 from groundwire.v1 import (
     capabilities_pb2,
@@ -64,12 +76,14 @@ class Components:
     cache: Cache | None
     retrieval: RetrievalPipeline
     ingest: IngestPipeline
+    generation: GenerationPipeline
     # False when the embedder is shared beyond this server (tests share one loaded model).
     owns_dense: bool = True
 
     async def close(self) -> None:
         """Release every client, store last so in-flight writes are flushed."""
         await self.retrieval.drain()
+        await self.generation.routes.close()
         if self.cache is not None:
             await self.cache.close()
         if self.dense is not None and self.owns_dense:
@@ -128,6 +142,43 @@ async def build_cache(settings: Settings) -> RedisCache | None:
     return cache
 
 
+def build_routes(settings: Settings) -> ModelRoutes:
+    """The model catalog with a client per endpoint and a breaker per model."""
+    catalog = load_catalog(
+        settings.llm_catalog,
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key,
+        secret=environment_secret,
+    )
+    for name, why in catalog.unavailable.items():
+        log.info("model not available", extra={"model": name, "why": why})
+    clients: dict[tuple[str, str | None], OpenAIChatClient] = {}
+    by_model: dict[str, OpenAIChatClient] = {}
+    for name, spec in catalog.models.items():
+        assert spec.base_url is not None  # load_catalog leaves out models without one
+        key = (spec.base_url, spec.api_key)
+        if key not in clients:
+            clients[key] = OpenAIChatClient(
+                spec.base_url,
+                api_key=spec.api_key,
+                system=spec.provider,
+                connect_timeout_s=settings.llm_connect_timeout_s,
+                idle_timeout_s=settings.llm_idle_timeout_s,
+                max_connections=settings.llm_max_connections,
+            )
+        by_model[name] = clients[key]
+    breakers = {
+        name: CircuitBreaker(
+            name,
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout_s=settings.breaker_reset_s,
+        )
+        for name in catalog.models
+    }
+    export_breakers(breakers)
+    return ModelRoutes(catalog, by_model, breakers)
+
+
 async def build_components(settings: Settings) -> Components:
     """Build the client layer the settings describe, then the pipelines over it."""
     dense = await build_dense_embedder(settings)
@@ -142,9 +193,10 @@ async def assemble_components(
     store: VectorStore,
     dense: DenseEmbedder | None,
     cache: Cache | None,
+    routes: ModelRoutes | None = None,
 ) -> Components:
     """Check the store against the embedder (refusing to start on a mismatch) and build the
-    pipelines over the given clients."""
+    pipelines over the given clients (``routes`` defaults to what the settings describe)."""
     try:
         await store.ensure_collection(
             dense.embedder_id if dense is not None else "",
@@ -156,12 +208,14 @@ async def assemble_components(
     sparse = Bm25Encoder(avg_len=settings.bm25_avg_len)
     tokenizer = dense.tokenizer if dense is not None else default_remote_tokenizer()
     chunker = Chunker(tokenizer, settings.chunk_tokens, settings.chunk_overlap_tokens)
+    writes = CacheWrites(cache)
     retrieval = RetrievalPipeline(
         store=store,
         sparse=sparse,
         dense=dense,
         cache=cache,
         cache_ttl_s=settings.retrieval_cache_ttl_s,
+        writes=writes,
     )
     ingest = IngestPipeline(
         store=store,
@@ -176,7 +230,26 @@ async def assemble_components(
         max_document_bytes=settings.max_document_bytes,
         batch_documents=settings.ingest_batch_documents,
     )
-    return Components(store=store, dense=dense, cache=cache, retrieval=retrieval, ingest=ingest)
+    generation = GenerationPipeline(
+        retrieval=retrieval,
+        routes=routes if routes is not None else build_routes(settings),
+        prompts=PromptBuilder(TokenCounter(tokenizer)),
+        answers=AnswerCache(
+            cache,
+            writes,
+            ttl_s=settings.answer_cache_ttl_s,
+            max_temperature=settings.answer_cache_max_temperature,
+        ),
+        sparse=sparse,
+    )
+    return Components(
+        store=store,
+        dense=dense,
+        cache=cache,
+        retrieval=retrieval,
+        ingest=ingest,
+        generation=generation,
+    )
 
 
 class GroundwireServer:
@@ -188,15 +261,10 @@ class GroundwireServer:
         self.state = ServerState()
         self.health = health_aio.HealthServicer()
         provider = configure_tracing(settings)
-        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
-        if provider is not None:
-            # Without a tracer provider no span is recorded: the layer would only cost time.
-            interceptors.append(
-                aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
-            )
-        interceptors.append(CallInterceptor(Authenticator(settings), self.state))
+        # Without a tracer provider no span is recorded: opening spans would only cost time.
+        tracer = provider.get_tracer("groundwire.server") if provider is not None else None
         self.server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[CallInterceptor(Authenticator(settings), self.state, tracer)],
             options=[
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -219,11 +287,15 @@ class GroundwireServer:
             DocumentServicer(components.ingest), self.server
         )
         generation_pb2_grpc.add_GenerationServiceServicer_to_server(
-            GenerationServicer(), self.server
+            GenerationServicer(components.generation, components.retrieval, settings),
+            self.server,
         )
         capabilities_pb2_grpc.add_CapabilitiesServiceServicer_to_server(
             CapabilitiesServicer(
-                components.retrieval, settings, cache_enabled=components.cache is not None
+                components.retrieval,
+                components.generation.routes,
+                settings,
+                cache_enabled=components.cache is not None,
             ),
             self.server,
         )

@@ -7,6 +7,7 @@ value stops the process with a message naming the variable and the reason.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -120,6 +121,23 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(0.25, gt=0, le=10)
     retrieval_cache_ttl_s: int = Field(3600, ge=1)
 
+    # --- generation ---
+    # One OpenAI-compatible endpoint (a gateway, vLLM, Ollama) serving every catalog model
+    # that names no endpoint of its own. Unset and no catalog file: no LLM, answers degrade.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = Field(None, repr=False)
+    llm_catalog: Path | None = Field(None, description="A TOML model catalog (see README).")
+    llm_connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    llm_idle_timeout_s: float = Field(30.0, gt=0, le=600, description="Longest silence mid-stream.")
+    llm_first_token_timeout_s: float = Field(10.0, gt=0, le=60)
+    llm_max_connections: int = Field(256, ge=1, le=10000, description="Per endpoint.")
+    breaker_failure_threshold: int = Field(5, ge=1, le=1000)
+    breaker_reset_s: float = Field(30.0, ge=0, le=3600)
+    answer_cache_ttl_s: int = Field(3600, ge=1)
+    answer_cache_max_temperature: float = Field(0.3, ge=0, le=2)
+    # The answer ends this long before the caller's deadline, so the end frame still arrives.
+    deadline_margin_s: float = Field(0.1, ge=0, le=10)
+
     # --- telemetry ---
     log_level: str = "INFO"
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="0 or unset: off.")
@@ -194,6 +212,12 @@ class Settings(BaseSettings):
         if self.traces is TracesExporter.OTLP and not self.otlp_endpoint:
             raise ValueError("GROUNDWIRE_OTLP_ENDPOINT is required when GROUNDWIRE_TRACES=otlp")
         return self
+
+
+def environment_secret(name: str) -> str | None:
+    """The value of the environment variable a catalog entry names for its API key (the one
+    read of the environment outside :class:`Settings`, whose field names are fixed)."""
+    return os.environ.get(name) or None
 
 
 class CliSettings(BaseSettings):

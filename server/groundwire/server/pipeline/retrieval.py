@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -13,11 +12,11 @@ from dataclasses import asdict, dataclass
 
 from groundwire.clients.models import ChunkRecord, FieldMatch, ScoredChunk, SearchMode
 from groundwire.clients.ports import Cache, DenseEmbedder, SparseEncoder, VectorStore
+from groundwire.server.pipeline.cache_writes import CacheWrites
 
 log = logging.getLogger(__name__)
 _SPACES = re.compile(r"\s+")
 CACHE_FORMAT = 2  # bump when the cached value's layout changes
-MAX_PENDING_CACHE_WRITES = 256
 
 
 def normalize_query(text: str) -> str:
@@ -62,13 +61,16 @@ class RetrievalPipeline:
         dense: DenseEmbedder | None,
         cache: Cache | None,
         cache_ttl_s: int = 3600,
+        writes: CacheWrites | None = None,
     ) -> None:
+        """``writes`` stores cache entries in the background (shared with other pipelines so
+        one drain at shutdown covers them all)."""
         self._store = store
         self._sparse = sparse
         self._dense = dense
         self._cache = cache
         self._cache_ttl_s = cache_ttl_s
-        self._pending_writes: set[asyncio.Task[None]] = set()
+        self._writes = writes or CacheWrites(cache)
 
     @property
     def default_mode(self) -> SearchMode:
@@ -97,7 +99,7 @@ class RetrievalPipeline:
         if chunks is None:
             chunks, embed_s, search_s = await self._search(tenant, text, query)
             if key is not None:
-                self._store_later(tenant, key, version, _encode(chunks))
+                self._writes.submit(tenant, key, version, _encode(chunks), self._cache_ttl_s)
         return RetrievalResult(
             chunks=chunks,
             cache_hit=cache_hit,
@@ -152,21 +154,9 @@ class RetrievalPipeline:
         )
         return chunks, embed_s, time.perf_counter() - search_started
 
-    def _store_later(self, tenant: str, key: str, version: int, value: bytes) -> None:
-        """Write the cache entry off the response path; the caller does not wait for Redis.
-        Writes are dropped, not queued, while too many are already in flight."""
-        if self._cache is None or len(self._pending_writes) >= MAX_PENDING_CACHE_WRITES:
-            return
-        task = asyncio.create_task(
-            self._cache.set_versioned(tenant, key, version, value, self._cache_ttl_s)
-        )
-        self._pending_writes.add(task)
-        task.add_done_callback(self._pending_writes.discard)
-
     async def drain(self) -> None:
         """Wait for cache writes in flight (at shutdown, and in tests)."""
-        if self._pending_writes:
-            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+        await self._writes.drain()
 
     def _cache_key(self, tenant: str, text: str, query: RetrievalQuery) -> str:
         # Everything that changes the answer is in the key but the index version, which the

@@ -7,12 +7,19 @@ from typing import Any
 
 import grpc
 
+from groundwire.server.pipeline.generation.breaker import BreakerState
+from groundwire.server.pipeline.generation.routing import ModelRoutes
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
 from groundwire.server.servicers.convert import MODE_TO_PROTO
+from groundwire.server.servicers.generation_convert import MAX_CONTEXT_PASSAGES, TIER_TO_PROTO
 from groundwire.server.settings import Settings
 from groundwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 
-MAX_CONTEXT_PASSAGES = 64
+BREAKER_TO_PROTO = {
+    BreakerState.CLOSED: capabilities_pb2.BREAKER_STATE_CLOSED,
+    BreakerState.OPEN: capabilities_pb2.BREAKER_STATE_OPEN,
+    BreakerState.HALF_OPEN: capabilities_pb2.BREAKER_STATE_HALF_OPEN,
+}
 
 
 def server_version() -> str:
@@ -24,16 +31,28 @@ def server_version() -> str:
 
 
 class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
-    """Reports embedder, retrieval modes, limits and features. Models and tiers stay empty
-    until the generation slice lands."""
+    """Reports embedder, retrieval modes, the model catalog with live breaker states, tiers,
+    limits and features."""
 
     def __init__(
-        self, retrieval: RetrievalPipeline, settings: Settings, *, cache_enabled: bool
+        self,
+        retrieval: RetrievalPipeline,
+        routes: ModelRoutes,
+        settings: Settings,
+        *,
+        cache_enabled: bool,
     ) -> None:
-        self._response = capabilities_pb2.GetCapabilitiesResponse(
+        self._routes = routes
+        catalog = routes.catalog
+        self._static = capabilities_pb2.GetCapabilitiesResponse(
             server_version=server_version(),
             embedder_id=retrieval.embedder_id,
             retrieval_modes=[MODE_TO_PROTO[m] for m in retrieval.supported_modes],
+            tiers=[
+                capabilities_pb2.TierInfo(tier=TIER_TO_PROTO[tier], chain=list(chain))
+                for tier, chain in catalog.tiers.items()
+                if chain
+            ],
             limits=capabilities_pb2.Limits(
                 max_top_k=settings.max_top_k,
                 max_query_chars=settings.max_query_chars,
@@ -45,8 +64,10 @@ class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
                 "retrieval": True,
                 "retrieval_cache": cache_enabled,
                 "ingest": True,
-                "generation": False,
-                "answer_cache": False,
+                "generation": True,
+                # False: every answer is a degraded, extractive one.
+                "llm": not catalog.empty,
+                "answer_cache": cache_enabled and not catalog.empty,
             },
         )
 
@@ -55,4 +76,19 @@ class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
         request: capabilities_pb2.GetCapabilitiesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> capabilities_pb2.GetCapabilitiesResponse:
-        return self._response
+        response = capabilities_pb2.GetCapabilitiesResponse()
+        response.CopyFrom(self._static)
+        for name, spec in self._routes.catalog.models.items():
+            response.models.append(
+                capabilities_pb2.ModelInfo(
+                    name=name,
+                    upstream_model=spec.upstream_model,
+                    context_window=spec.context_window,
+                    max_output_tokens=spec.max_output_tokens,
+                    input_micros_per_million=spec.input_micros_per_million,
+                    output_micros_per_million=spec.output_micros_per_million,
+                    currency=spec.currency,
+                    breaker=BREAKER_TO_PROTO[self._routes.breakers[name].state],
+                )
+            )
+        return response

@@ -103,6 +103,15 @@ def _filters(request: retrieval_pb2.RetrieveRequest, prefix: str) -> tuple[Field
     return tuple(matches)
 
 
+def query_violations(text: str, max_chars: int, field: str = "query") -> list[FieldViolation]:
+    """What is wrong with a question: blank, or too long."""
+    if not text.strip():
+        return [FieldViolation(field, "must not be empty or blank")]
+    if len(text) > max_chars:
+        return [FieldViolation(field, f"must be at most {max_chars} characters")]
+    return []
+
+
 def retrieval_query(
     request: retrieval_pb2.RetrieveRequest,
     *,
@@ -116,14 +125,8 @@ def retrieval_query(
     query_field: str = "query",
 ) -> RetrievalQuery:
     """Validate a RetrieveRequest (all problems at once where they are independent)."""
-    violations: list[FieldViolation] = []
+    violations = query_violations(query_text, max_query_chars, query_field)
     stripped = query_text.strip()
-    if not stripped:
-        violations.append(FieldViolation(query_field, "must not be empty or blank"))
-    elif len(query_text) > max_query_chars:
-        violations.append(
-            FieldViolation(query_field, f"must be at most {max_query_chars} characters")
-        )
     top_k = request.top_k if request.HasField("top_k") else default_top_k
     if not 1 <= top_k <= max_top_k:
         violations.append(FieldViolation(f"{prefix}top_k", f"must be 1 to {max_top_k}"))

@@ -1,23 +1,83 @@
-"""GenerationService: not implemented until the generation slice lands."""
+"""GenerationService: validate, run the generation pipeline, write its events as frames."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
 from typing import Any
 
 import grpc
 
-from groundwire.clients.errors import NotImplementedRPCError
+from groundwire.clients.errors import FieldViolation, InvalidArgumentError
+from groundwire.server.context import require_tenant
+from groundwire.server.pipeline.generation.pipeline import GenerationPipeline, GenerationRequest
+from groundwire.server.pipeline.retrieval import RetrievalPipeline, RetrievalQuery
+from groundwire.server.servicers.convert import query_violations, retrieval_query
+from groundwire.server.servicers.generation_convert import (
+    event_to_proto,
+    generation_request,
+    retrieval_options,
+)
+from groundwire.server.settings import Settings
 from groundwire.v1 import generation_pb2, generation_pb2_grpc
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
-    """Answers UNIMPLEMENTED with ErrorInfo reason ERROR_REASON_NOT_IMPLEMENTED."""
+    """Thin: no I/O of its own.
 
-    async def Generate(
+    ``Generate`` writes frames with ``context.write`` rather than yielding them: a caller's
+    cancel then arrives inside this coroutine (not in gRPC's own send loop, where an async
+    generator would be left suspended) and closes the pipeline, and with it the upstream
+    connection, at once.
+    """
+
+    def __init__(
+        self, pipeline: GenerationPipeline, retrieval: RetrievalPipeline, settings: Settings
+    ) -> None:
+        self._pipeline = pipeline
+        self._retrieval = retrieval
+        self._settings = settings
+
+    async def Generate(  # type: ignore[override]
         self,
         request: generation_pb2.GenerateRequest,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[generation_pb2.GenerateResponse]:
-        raise NotImplementedRPCError("Generate is not implemented by this server yet")
-        yield  # pragma: no cover - makes this an async generator, as the RPC streams
+    ) -> None:
+        query = self._validate(request)
+        remaining = context.time_remaining()
+        deadline_at = None
+        if remaining is not None:
+            margin = min(self._settings.deadline_margin_s, remaining / 10)
+            deadline_at = asyncio.get_running_loop().time() + remaining - margin
+        events = self._pipeline.generate(require_tenant(), query, deadline_at=deadline_at)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                await context.write(event_to_proto(event))
+
+    def _validate(self, request: generation_pb2.GenerateRequest) -> GenerationRequest:
+        settings = self._settings
+        violations: list[FieldViolation] = []
+        retrieval: RetrievalQuery | None = None
+        if request.HasField("context"):
+            violations = query_violations(request.query, settings.max_query_chars)
+        else:
+            try:
+                retrieval = retrieval_query(
+                    retrieval_options(request),
+                    query_text=request.query,
+                    supported_modes=self._retrieval.supported_modes,
+                    default_mode=self._retrieval.default_mode,
+                    default_top_k=settings.default_top_k,
+                    max_top_k=settings.max_top_k,
+                    max_query_chars=settings.max_query_chars,
+                    prefix="retrieval.",
+                )
+            except InvalidArgumentError as exc:
+                violations = exc.violations
+        return generation_request(
+            request,
+            catalog=self._pipeline.routes.catalog,
+            retrieval=retrieval,
+            default_first_token_timeout_s=settings.llm_first_token_timeout_s,
+            earlier=violations,
+        )

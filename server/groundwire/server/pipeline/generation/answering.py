@@ -1,0 +1,316 @@
+"""One answer from the upstream models: attempts in route order until one produces its
+first token, then the relay of its stream, continued on another model if it fails midway.
+
+Retries happen only before the first token reaches the caller. After that, a failure is
+either absorbed by a continuation (the partial answer as an assistant prefix) or reported in
+the end frame; the stream is never silently truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+from groundwire.clients.errors import DeadlineExceededError, LLMCallError, LLMUnavailableError
+from groundwire.clients.llm import ChatChunk, ChatRequest
+from groundwire.server.pipeline.generation.catalog import ModelSpec
+from groundwire.server.pipeline.generation.citations import CitationTracker
+from groundwire.server.pipeline.generation.events import (
+    UPSTREAM_FINISH,
+    Delta,
+    Finish,
+    GenerationEvent,
+    Route,
+    SourceInfo,
+    Start,
+)
+from groundwire.server.pipeline.generation.ledger import AttemptUsage, Ledger
+from groundwire.server.pipeline.generation.prompt import Prompt, PromptBuilder
+from groundwire.server.pipeline.generation.pump import ChunkPump
+from groundwire.server.pipeline.generation.routing import RoutePlan
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The caller's sampling parameters."""
+
+    temperature: float
+    max_output_tokens: int
+    stop: tuple[str, ...]
+    first_token_timeout_s: float
+
+
+@dataclass
+class Outcome:
+    """How the upstream part of an answer went, for the end frame and the log."""
+
+    finish: Finish | None = None
+    final_model: str = ""
+    attempts: int = 0
+    continued: bool = False
+    detail: str = ""
+    upstream_first_token_s: float = 0.0
+    upstream_s: float = 0.0
+    started_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    # Why the answer ended abnormally, raised after the end frame (non-OK status).
+    error: Exception | None = None
+
+
+class _Attempt:
+    """One upstream call in flight."""
+
+    def __init__(self, spec: ModelSpec, route: Route, prompt: Prompt, pump: ChunkPump) -> None:
+        self.spec = spec
+        self.route = route
+        self.prompt = prompt
+        self.pump = pump
+        self.started = time.perf_counter()
+        self.usage: AttemptUsage | None = None
+
+
+class Answerer:
+    """Produces one answer's start, deltas and citations from the models of a route plan;
+    the pipeline adds the end frame from :attr:`outcome` and :attr:`ledger`."""
+
+    def __init__(
+        self,
+        *,
+        plan: RoutePlan,
+        prompts: PromptBuilder,
+        query: str,
+        sources: Sequence[SourceInfo],
+        sampling: Sampling,
+        limit_at: float | None,
+        economy_model: str | None,
+        long_context_model: str | None,
+    ) -> None:
+        """``limit_at`` is the loop time at which the answer must end (time limit or the
+        caller's deadline, whichever is first)."""
+        self._plan = plan
+        self._prompts = prompts
+        self._query = query
+        self._sources = sources
+        self._sampling = sampling
+        self._limit_at = limit_at
+        self._economy = economy_model
+        self._long_context = long_context_model
+        self.ledger = Ledger()
+        self.outcome = Outcome()
+        self.text = ""
+        self._current: _Attempt | None = None
+        self._started: _Attempt | None = None  # the attempt whose first token was sent
+
+    @property
+    def failures(self) -> list[str]:
+        """Why earlier attempts failed, in order."""
+        return self._plan.failures
+
+    async def first_prompt(self) -> Prompt | None:
+        """The prompt the first route would send (for the answer cache key)."""
+        chain_head = self._plan.next()
+        if chain_head is None:
+            return None
+        spec, route = chain_head
+        self._plan.put_back(spec, route)
+        return self._prompts.build(
+            self._query,
+            self._sources,
+            window=spec.context_window,
+            max_output_tokens=self._max_tokens(spec),
+        )
+
+    async def events(self) -> AsyncGenerator[GenerationEvent]:
+        """Start, deltas and citations. Ends without output when every route failed before
+        its first token (the caller degrades); sets :attr:`outcome` either way."""
+        try:
+            first = await self._first_attempt()
+            if first is None:
+                return
+            attempt, next_chunk = first
+            chunk: ChatChunk | None = next_chunk
+            self._started = attempt
+            sources = attempt.prompt.sources
+            tracker = CitationTracker({s.number: s.chunk_id for s in sources})
+            yield Start(attempt.route, attempt.spec.name, self.outcome.attempts, sources)
+            while chunk is not None:
+                if chunk.text:
+                    self.text += chunk.text
+                    if self.outcome.first_token_at is None:
+                        self.outcome.first_token_at = time.perf_counter()
+                    yield Delta(chunk.text)
+                    for citation in tracker.feed(chunk.text):
+                        yield citation
+                chunk = await self._next_chunk()
+        finally:
+            # Still open here only when our caller stopped reading (cancel, deadline).
+            await self._close_current(release=True)
+
+    async def _first_attempt(self) -> tuple[_Attempt, ChatChunk] | None:
+        while (picked := self._plan.next()) is not None:
+            spec, route = picked
+            prompt = self._prompt_for(spec, route)
+            if prompt is None:
+                continue
+            attempt = await self._call(spec, route, prompt)
+            chunk = await self._first_chunk(attempt)
+            if chunk is not None:
+                return attempt, chunk
+        return None
+
+    def _prompt_for(self, spec: ModelSpec, route: Route) -> Prompt | None:
+        """The prompt for ``spec``. When the whole prompt does not fit, the long-context model
+        goes first (``spec`` stays next in line, to get fewer sources if that one fails)."""
+        prompt = self._prompts.build(
+            self._query,
+            self._sources,
+            window=spec.context_window,
+            max_output_tokens=self._max_tokens(spec),
+        )
+        whole = prompt is not None and len(prompt.sources) == len(self._sources)
+        if (
+            not whole
+            and spec.name != self._long_context
+            and self._plan.available(self._long_context)
+        ):
+            self._plan.put_back(spec, route)
+            self._plan.prefer(self._long_context, Route.LONG_CONTEXT)
+            return None
+        if prompt is None:
+            self._plan.skip(spec, "the prompt does not fit its context window")
+        return prompt
+
+    def _max_tokens(self, spec: ModelSpec) -> int:
+        return min(self._sampling.max_output_tokens, spec.max_output_tokens)
+
+    async def _call(self, spec: ModelSpec, route: Route, prompt: Prompt) -> _Attempt:
+        request = ChatRequest(
+            model=spec.upstream_model,
+            messages=prompt.messages,
+            temperature=self._sampling.temperature,
+            max_tokens=max(1, self._max_tokens(spec) - self._completion_so_far()),
+            stop=self._sampling.stop,
+        )
+        self.outcome.attempts += 1
+        attempt = _Attempt(spec, route, prompt, ChunkPump(self._plan.client(spec).stream(request)))
+        self._current = attempt
+        return attempt
+
+    def _completion_so_far(self) -> int:
+        return sum(a.completion_tokens for a in self.ledger.attempts)
+
+    async def _first_chunk(self, attempt: _Attempt) -> ChatChunk | None:
+        """The attempt's first output, or None after a failure (recorded, routed around).
+        Raises DeadlineExceededError when the time limit comes first."""
+        loop = asyncio.get_running_loop()
+        first_token_at = loop.time() + self._sampling.first_token_timeout_s
+        until = first_token_at if self._limit_at is None else min(first_token_at, self._limit_at)
+        try:
+            async with asyncio.timeout_at(until):
+                chunk = await attempt.pump.take()
+        except TimeoutError:
+            if self._limit_at is not None and loop.time() >= self._limit_at:
+                await self._close_current(release=True)
+                raise DeadlineExceededError(
+                    "the time limit passed before the model's first token"
+                ) from None
+            timeout = LLMCallError("no first token in time", kind="first_token_timeout")
+            await self._fail(attempt, timeout)
+            return None
+        except LLMCallError as exc:
+            await self._fail(attempt, exc)
+            return None
+        if chunk is None:  # an empty stream that still ended properly
+            chunk = ChatChunk(finish_reason="stop")
+        self.outcome.upstream_first_token_s = time.perf_counter() - attempt.started
+        messages = attempt.prompt.messages
+        attempt.usage = self.ledger.open(attempt.spec, lambda: self._prompts.tokens(messages))
+        self._account(attempt, chunk)
+        return chunk
+
+    async def _fail(self, attempt: _Attempt, exc: LLMCallError) -> None:
+        await self._close_current()
+        retry_after = exc.retry_after_s if exc.kind == "rate_limited" else None
+        self._plan.record_failure(attempt.spec, _describe(exc), retry_after)
+        if exc.kind == "rate_limited" and attempt.spec.name != self._economy:
+            self._plan.prefer(self._economy, Route.ECONOMY)
+
+    def _account(self, attempt: _Attempt, chunk: ChatChunk) -> None:
+        usage = attempt.usage
+        assert usage is not None
+        usage.pieces += chunk.pieces
+        if chunk.usage is not None:
+            usage.reported = chunk.usage
+        if chunk.finish_reason is not None:
+            self.outcome.finish = UPSTREAM_FINISH.get(chunk.finish_reason, Finish.STOP)
+        self.outcome.final_model = attempt.spec.name
+
+    async def _next_chunk(self) -> ChatChunk | None:
+        """The next output of the current attempt (or of a continuation after it failed);
+        None when the answer is over (``outcome.finish`` says how)."""
+        attempt = self._current
+        assert attempt is not None
+        try:
+            async with asyncio.timeout_at(self._limit_at):
+                chunk = await attempt.pump.take()
+        except TimeoutError:
+            await self._close_current(release=True)
+            self.outcome.finish = Finish.TIME_LIMIT
+            return None
+        except LLMCallError as exc:
+            await self._fail(attempt, exc)
+            return await self._continue_after(exc)
+        if chunk is None:
+            self._plan.record_success(attempt.spec)
+            await self._close_current()
+            if self.outcome.finish is None:
+                self.outcome.finish = Finish.STOP
+            return None
+        self._account(attempt, chunk)
+        return chunk
+
+    async def _continue_after(self, failure: LLMCallError) -> ChatChunk | None:
+        """Continue the answer on the next model that can hold the same sources."""
+        assert self._current is None
+        while (picked := self._plan.next()) is not None:
+            spec, route = picked
+            assert self._started is not None
+            prompt = self._started.prompt.continued(self.text)
+            window = spec.context_window
+            if not self._prompts.fits(
+                prompt.messages, window=window, max_output_tokens=self._max_tokens(spec)
+            ):
+                self._plan.skip(spec, "cannot hold the sources and the answer so far")
+                continue
+            attempt = await self._call(spec, route, prompt)
+            chunk = await self._first_chunk(attempt)
+            if chunk is not None:
+                self.outcome.continued = True
+                return chunk
+        self.outcome.finish = Finish.UPSTREAM_ERROR
+        self.outcome.detail = "; ".join(self._plan.failures)
+        self.outcome.error = LLMUnavailableError(
+            f"the answer failed midway and no model could continue it ({_describe(failure)})"
+        )
+        return None
+
+    async def _close_current(self, *, release: bool = False) -> None:
+        """Close the attempt in flight (its connection too) and account what it left."""
+        attempt, self._current = self._current, None
+        if attempt is None:
+            return
+        await attempt.pump.aclose()
+        leftover = attempt.pump.leftover()
+        if leftover is not None and attempt.usage is not None:
+            self._account(attempt, leftover)
+        self.outcome.upstream_s += time.perf_counter() - attempt.started
+        if release:
+            self._plan.release(attempt.spec)
+
+
+def _describe(exc: LLMCallError) -> str:
+    if exc.status is not None:
+        return f"HTTP {exc.status}"
+    return exc.kind.replace("_", " ")

@@ -1,0 +1,114 @@
+"""Routing: which model to try next, given the tier, the failures so far and the breakers.
+
+A request's chain is its tier's models in order (an explicit model goes first, before its
+tier's chain). HTTP 429 sends the next attempt to the economy model; a prompt too long for
+a model sends it to the long-context model; an open breaker skips its model.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+from groundwire.clients.llm import OpenAIChatClient
+from groundwire.server.pipeline.generation.breaker import BreakerState, CircuitBreaker
+from groundwire.server.pipeline.generation.catalog import Catalog, ModelSpec, Tier
+from groundwire.server.pipeline.generation.events import Route
+
+
+class ModelRoutes:
+    """The catalog with one client and one circuit breaker per available model."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        clients: Mapping[str, OpenAIChatClient],
+        breakers: Mapping[str, CircuitBreaker],
+    ) -> None:
+        missing = set(catalog.models) - set(clients) | set(catalog.models) - set(breakers)
+        if missing:
+            raise ValueError(f"no client or breaker for {sorted(missing)}")
+        self.catalog = catalog
+        self.clients = clients
+        self.breakers = breakers
+
+    def plan(self, tier: Tier, model: str | None) -> RoutePlan:
+        """A fresh plan for one request."""
+        chain = self.catalog.chain(tier, model) or self.catalog.chain(Tier.STANDARD)
+        return RoutePlan(self, chain)
+
+    async def close(self) -> None:
+        """Close every endpoint's connection pool (clients may be shared between models)."""
+        for client in {id(c): c for c in self.clients.values()}.values():
+            await client.close()
+
+
+class RoutePlan:
+    """The models still to try for one request, in order, each with the route it serves.
+
+    :meth:`next` acquires the model's breaker (a half-open breaker lets one probe through);
+    the caller must then record a success or failure, or release it.
+    """
+
+    def __init__(self, routes: ModelRoutes, chain: tuple[str, ...]) -> None:
+        self._routes = routes
+        self._queue: deque[tuple[str, Route]] = deque(
+            (name, Route.PRIMARY if i == 0 else Route.FALLBACK) for i, name in enumerate(chain)
+        )
+        self.tried: list[str] = []
+        self.failures: list[str] = []
+
+    def next(self) -> tuple[ModelSpec, Route] | None:
+        """The next model to call and its route; None when every model is spent."""
+        while self._queue:
+            name, route = self._queue.popleft()
+            if name in self.tried:
+                continue
+            if not self._routes.breakers[name].try_acquire():
+                self.failures.append(f"{name}: circuit open")
+                self.tried.append(name)
+                continue
+            self.tried.append(name)
+            return self._routes.catalog.models[name], route
+        return None
+
+    def put_back(self, spec: ModelSpec, route: Route) -> None:
+        """Return a model taken by :meth:`next` to the front, untried (its breaker released)."""
+        self._routes.breakers[spec.name].release()
+        self.tried.remove(spec.name)
+        self._queue.appendleft((spec.name, route))
+
+    def available(self, name: str | None) -> bool:
+        """Whether ``name`` is an untried model of the catalog whose breaker is not open."""
+        if name is None or name in self.tried or name not in self._routes.catalog.models:
+            return False
+        return self._routes.breakers[name].state is not BreakerState.OPEN
+
+    def prefer(self, name: str | None, route: Route) -> bool:
+        """Try ``name`` next (serving ``route``) when it is :meth:`available`."""
+        if name is None or not self.available(name):
+            return False
+        self._queue.appendleft((name, route))
+        return True
+
+    def skip(self, spec: ModelSpec, reason: str) -> None:
+        """Give up on a model taken by :meth:`next` without calling it (not its fault)."""
+        self._routes.breakers[spec.name].release()
+        self.failures.append(f"{spec.name}: {reason}")
+
+    def record_failure(self, spec: ModelSpec, reason: str, retry_after_s: float | None) -> None:
+        """Count a failure against the model's breaker and remember why."""
+        self._routes.breakers[spec.name].record_failure(retry_after_s=retry_after_s)
+        self.failures.append(f"{spec.name}: {reason}")
+
+    def record_success(self, spec: ModelSpec) -> None:
+        """Count a success for the model's breaker."""
+        self._routes.breakers[spec.name].record_success()
+
+    def release(self, spec: ModelSpec) -> None:
+        """The call ended neither way (cancelled, time limit): free the breaker's probe."""
+        self._routes.breakers[spec.name].release()
+
+    def client(self, spec: ModelSpec) -> OpenAIChatClient:
+        """The client serving ``spec``."""
+        return self._routes.clients[spec.name]
