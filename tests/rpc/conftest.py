@@ -15,7 +15,7 @@ from groundwire.clients.cache import RedisCache
 from groundwire.clients.embedder import LocalEmbedder
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore
-from groundwire.server.app import GroundwireServer, assemble_components
+from groundwire.server.app import GroundwireServer, assemble_components, build_routes
 from groundwire.server.scripted_llm import ScriptedLLM
 from groundwire.server.settings import Settings, load_settings
 from groundwire.v1 import (
@@ -108,6 +108,7 @@ async def make_server(
         store: VectorStore | None = None,
         dense: DenseEmbedder | str | None = "local",
         cache: Cache | str | None = "redis",
+        clock: Callable[[], float] | None = None,
         **overrides: Any,
     ) -> Running:
         settings = load_settings(
@@ -130,6 +131,7 @@ async def make_server(
             store=chosen_store,
             dense=chosen_dense,  # type: ignore[arg-type]
             cache=chosen_cache,  # type: ignore[arg-type]
+            routes=build_routes(settings, clock) if clock is not None else None,
         )
         components.owns_dense = chosen_dense is not embedder
         server = GroundwireServer(settings, components)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -142,8 +144,8 @@ async def build_cache(settings: Settings) -> RedisCache | None:
     return cache
 
 
-def build_routes(settings: Settings) -> ModelRoutes:
-    """The model catalog with a client per endpoint and a breaker per model."""
+def build_routes(settings: Settings, clock: Callable[[], float] = time.monotonic) -> ModelRoutes:
+    """The model catalog with a client per endpoint and a breaker per model (on ``clock``)."""
     catalog = load_catalog(
         settings.llm_catalog,
         base_url=settings.llm_base_url,
@@ -172,6 +174,7 @@ def build_routes(settings: Settings) -> ModelRoutes:
             name,
             failure_threshold=settings.breaker_failure_threshold,
             reset_timeout_s=settings.breaker_reset_s,
+            clock=clock,
         )
         for name in catalog.models
     }
@@ -241,6 +244,7 @@ async def assemble_components(
             max_temperature=settings.answer_cache_max_temperature,
         ),
         sparse=sparse,
+        coalesce_deltas=settings.coalesce_deltas,
     )
     return Components(
         store=store,

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     answer_cache_max_temperature: float = Field(0.3, ge=0, le=2)
     # The answer ends this long before the caller's deadline, so the end frame still arrives.
     deadline_margin_s: float = Field(0.1, ge=0, le=10)
+    # Upstream tokens that arrive while a frame is being sent leave together in the next one.
+    # Off: one frame per upstream chunk (a plain relay; for comparison in benchmarks).
+    coalesce_deltas: bool = True
 
     # --- telemetry ---
     log_level: str = "INFO"

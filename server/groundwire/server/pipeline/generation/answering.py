@@ -86,6 +86,7 @@ class Answerer:
         limit_at: float | None,
         economy_model: str | None,
         long_context_model: str | None,
+        coalesce: bool = True,
     ) -> None:
         """``limit_at`` is the loop time at which the answer must end (time limit or the
         caller's deadline, whichever is first)."""
@@ -97,6 +98,7 @@ class Answerer:
         self._limit_at = limit_at
         self._economy = economy_model
         self._long_context = long_context_model
+        self._coalesce = coalesce
         self.ledger = Ledger()
         self.outcome = Outcome()
         self.text = ""
@@ -194,7 +196,12 @@ class Answerer:
             stop=self._sampling.stop,
         )
         self.outcome.attempts += 1
-        attempt = _Attempt(spec, route, prompt, ChunkPump(self._plan.client(spec).stream(request)))
+        attempt = _Attempt(
+            spec,
+            route,
+            prompt,
+            ChunkPump(self._plan.client(spec).stream(request), coalesce=self._coalesce),
+        )
         self._current = attempt
         return attempt
 

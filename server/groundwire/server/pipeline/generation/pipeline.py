@@ -96,7 +96,10 @@ class GenerationPipeline:
         prompts: PromptBuilder,
         answers: AnswerCache,
         sparse: SparseEncoder,
+        coalesce_deltas: bool = True,
     ) -> None:
+        """``coalesce_deltas=False`` relays each upstream chunk as its own delta."""
+        self._coalesce = coalesce_deltas
         self._retrieval = retrieval
         self._routes = routes
         self._prompts = prompts
@@ -183,6 +186,7 @@ class GenerationPipeline:
             limit_at=clock.limit_at,
             economy_model=catalog.economy_model,
             long_context_model=catalog.long_context_model,
+            coalesce=self._coalesce,
         )
 
     async def _ground(

@@ -9,6 +9,7 @@ arrives (nothing waits to batch), and chunks that pile up during a send leave to
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 
 from groundwire.clients.llm import ChatChunk
@@ -17,8 +18,12 @@ from groundwire.clients.llm import ChatChunk
 class ChunkPump:
     """Drains ``source`` into a buffer; :meth:`take` returns everything buffered, merged."""
 
-    def __init__(self, source: AsyncIterator[ChatChunk]) -> None:
+    def __init__(self, source: AsyncIterator[ChatChunk], *, coalesce: bool = True) -> None:
+        """``coalesce=False`` hands chunks over one at a time (a plain relay, for comparison
+        in benchmarks)."""
         self._source = source
+        self._coalesce = coalesce
+        self._queue: deque[ChatChunk] = deque()
         self._pending: ChatChunk | None = None
         self._error: BaseException | None = None
         self._ended = False
@@ -28,7 +33,9 @@ class ChunkPump:
     async def _run(self) -> None:
         try:
             async for chunk in self._source:
-                if self._pending is None:
+                if not self._coalesce:
+                    self._queue.append(chunk)
+                elif self._pending is None:
                     self._pending = chunk
                 else:
                     self._pending.merge(chunk)
@@ -45,6 +52,11 @@ class ChunkPump:
         """Wait for output and return all of it as one chunk; None when the stream has ended.
         An upstream error is raised once the chunks received before it have been taken."""
         await self._ready.wait()
+        if self._queue:
+            chunk: ChatChunk | None = self._queue.popleft()
+            if not self._queue and not self._ended:
+                self._ready.clear()
+            return chunk
         chunk, self._pending = self._pending, None
         if chunk is not None:
             if not self._ended:
@@ -57,6 +69,11 @@ class ChunkPump:
     def leftover(self) -> ChatChunk | None:
         """What arrived but was never taken (to account for it after an early close)."""
         chunk, self._pending = self._pending, None
+        while self._queue:
+            if chunk is None:
+                chunk = self._queue.popleft()
+            else:
+                chunk.merge(self._queue.popleft())
         return chunk
 
     async def aclose(self) -> None:
