@@ -12,6 +12,7 @@ from groundwire.clients.errors import EmbedderMismatchError
 from groundwire.clients.vector_store import EdgeVectorStore
 from groundwire.server.app import assemble_components
 from groundwire.server.cli import main
+from groundwire.server.scripted_llm import Script, ScriptedLLM
 from groundwire.server.settings import load_settings
 from tests.rpc.conftest import KEY_A, ServerFactory
 
@@ -104,3 +105,54 @@ async def test_the_server_refuses_a_collection_built_by_another_embedder(
     assert (
         "other-model/8" in caught.value.message and "all-MiniLM-L6-v2/384" in caught.value.message
     )
+
+
+async def test_ask_streams_the_answer_then_sources_route_usage_and_cost(
+    make_server: ServerFactory,
+    llm: ScriptedLLM,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    running = await make_server(llm_base_url=llm.base_url)
+    llm.set_default(
+        Script(tokens=["Tides", " follow", " the", " Moon", " [1", "]."], prompt_tokens=80)
+    )
+    address = f"127.0.0.1:{running.server.port}"
+    _write_corpus(tmp_path)
+    common = ["--address", address, "--api-key", KEY_A]
+    assert await asyncio.to_thread(main, ["ingest", str(tmp_path), "--quiet", *common]) == 0
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["ask", "what raises the tides", "--top-k", "2", *common])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "Tides follow the Moon [1]."
+    assert "Sources cited:" in out and "[1] Ocean tides" in out
+    assert "route primary, model deepseek-v4-flash; finish stop" in out
+    assert "usage 80 tokens in" in out and "6 out" in out and "USD" in out
+    assert "first token" in out
+
+    code = await asyncio.to_thread(
+        main, ["ask", "what raises the tides", "--json", "--no-answer-cache", *common]
+    )
+    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    assert next(iter(frames[0])) == "start" and next(iter(frames[-1])) == "end"
+    assert frames[-1]["end"]["cost"]["currency"] == "USD"
+
+
+async def test_ask_without_an_llm_prints_the_degraded_answer(
+    make_server: ServerFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = await make_server()
+    address = f"127.0.0.1:{running.server.port}"
+    _write_corpus(tmp_path)
+    common = ["--address", address, "--api-key", KEY_A]
+    assert await asyncio.to_thread(main, ["ingest", str(tmp_path), "--quiet", *common]) == 0
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["ask", "what raises the tides", *common])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Moon" in out.splitlines()[0] and "[1]" in out.splitlines()[0]
+    assert "route degraded, model -" in out and "finish degraded" in out
+    assert "no language model is configured" in out

@@ -1,4 +1,4 @@
-"""The ``groundwire`` command: serve, ingest, retrieve."""
+"""The ``groundwire`` command: serve, ingest, retrieve, ask."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from grpc_status import rpc_status
 from tqdm import tqdm
 
 from groundwire.clients.errors import GroundwireError
+from groundwire.server import cli_ask
 from groundwire.server.documents_io import count_documents, discover, read_documents
+from groundwire.server.pipeline.generation.catalog import CatalogError
 from groundwire.server.settings import CliSettings, SettingsError
 from groundwire.v1 import (
     documents_pb2,
@@ -171,6 +173,18 @@ async def _retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ask(args: argparse.Namespace) -> int:
+    retrieval = retrieval_pb2.RetrieveRequest(
+        mode=MODES[args.mode] if args.mode else retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
+        filter=_filters(args),
+    )
+    if args.top_k is not None:
+        retrieval.top_k = args.top_k
+    request = cli_ask.build_request(args, retrieval)
+    async with grpc.aio.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
+        return await cli_ask.ask(args, request, _call_metadata(args), channel)
+
+
 def _serve(_: argparse.Namespace) -> int:
     from groundwire.server.app import serve
     from groundwire.server.logging_setup import configure_logging
@@ -190,6 +204,9 @@ def _serve(_: argparse.Namespace) -> int:
         # A refusal to start (embedder mismatch, unreachable store): say why, no traceback.
         print(f"groundwire: cannot start: {exc.message}", file=sys.stderr)
         return 3
+    except CatalogError as exc:
+        print(f"groundwire: cannot start: GROUNDWIRE_LLM_CATALOG: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -222,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--where", action="append", default=[], metavar="FIELD=V[|V…]")
     retrieve.add_argument("--where-int", action="append", default=[], metavar="FIELD=N[|N…]")
     retrieve.add_argument("--no-cache", action="store_true", help="bypass the retrieval cache")
+
+    ask = client("ask", "answer a question from the corpus, streamed, with its sources")
+    cli_ask.add_arguments(ask)
+    ask.add_argument("--top-k", type=int, default=None, help="sources to retrieve")
+    ask.add_argument("--mode", choices=sorted(MODES))
+    ask.add_argument("--where", action="append", default=[], metavar="FIELD=V[|V…]")
+    ask.add_argument("--where-int", action="append", default=[], metavar="FIELD=N[|N…]")
     return parser
 
 
@@ -230,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    runner = {"ingest": _ingest, "retrieve": _retrieve}[args.command]
+    runner = {"ingest": _ingest, "retrieve": _retrieve, "ask": _ask}[args.command]
     try:
         return asyncio.run(runner(args))
     except grpc.aio.AioRpcError as error:

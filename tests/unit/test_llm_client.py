@@ -1,0 +1,175 @@
+"""The OpenAI-compatible streaming client against the scripted upstream, and the pieces the
+pipeline builds on it: the chunk pump, the prompt fitter and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from groundwire.clients.errors import LLMCallError
+from groundwire.clients.llm import ChatChunk, ChatMessage, ChatRequest, OpenAIChatClient
+from groundwire.clients.llm import retry_after_seconds as parse_retry_after
+from groundwire.clients.tokenization import WhitespaceTokenizer
+from groundwire.server.pipeline.generation.catalog import ModelSpec
+from groundwire.server.pipeline.generation.events import SourceInfo
+from groundwire.server.pipeline.generation.ledger import Ledger
+from groundwire.server.pipeline.generation.prompt import PromptBuilder, TokenCounter
+from groundwire.server.pipeline.generation.pump import ChunkPump
+from groundwire.server.scripted_llm import Script, ScriptedLLM
+
+REQUEST = ChatRequest("m", (ChatMessage("user", "hi there"),), temperature=0.1, max_tokens=50)
+
+
+async def drain(client: OpenAIChatClient, request: ChatRequest = REQUEST) -> list[ChatChunk]:
+    return [chunk async for chunk in client.stream(request)]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ScriptedLLM]:
+    async with ScriptedLLM() as llm:
+        yield llm
+
+
+async def test_streams_text_finish_and_usage(upstream: ScriptedLLM) -> None:
+    upstream.set_default(Script(tokens=["a", "b", "c"], prompt_tokens=9, cached_tokens=4))
+    client = OpenAIChatClient(upstream.base_url, api_key="secret")
+    chunks = await drain(client)
+    await client.close()
+    assert "".join(c.text for c in chunks) == "abc"
+    assert sum(c.pieces for c in chunks) == 3
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.cached_tokens) == (9, 4)
+    assert any(c.finish_reason == "stop" for c in chunks)
+    assert upstream.requests[0].headers["authorization"] == "Bearer secret"
+
+
+@pytest.mark.parametrize(
+    ("script", "kind", "status", "retry_after"),
+    [
+        (Script(status=429, retry_after_s=2.5), "rate_limited", 429, 2.5),
+        (Script(status=500), "server_error", 500, None),
+        (Script(status=401), "client_error", 401, None),
+        (Script(tokens=["a", "b", "c"], cut_after_tokens=2), "stream_cut", None, None),
+    ],
+)
+async def test_failures_become_typed_call_errors(
+    upstream: ScriptedLLM, script: Script, kind: str, status: int | None, retry_after: float | None
+) -> None:
+    upstream.set_default(script)
+    client = OpenAIChatClient(upstream.base_url)
+    with pytest.raises(LLMCallError) as caught:
+        await drain(client)
+    await client.close()
+    assert (caught.value.kind, caught.value.status) == (kind, status)
+    assert caught.value.retry_after_s == retry_after
+
+
+async def test_a_stall_is_an_idle_timeout(upstream: ScriptedLLM) -> None:
+    upstream.set_default(Script(tokens=["a", "b"], stall_after_tokens=1))
+    client = OpenAIChatClient(upstream.base_url, idle_timeout_s=0.2)
+    with pytest.raises(LLMCallError) as caught:
+        await drain(client)
+    await client.close()
+    assert caught.value.kind == "timeout"
+
+
+async def test_a_refused_connection_is_a_connection_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = OpenAIChatClient(f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(LLMCallError) as caught:
+        await drain(client)
+    await client.close()
+    assert caught.value.kind == "connection"
+
+
+def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500"})) == 1.5
+    assert parse_retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
+    assert parse_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
+    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
+    assert parse_retry_after(httpx.Headers()) is None
+
+
+async def test_the_pump_merges_what_piles_up_but_hands_over_the_first_at_once() -> None:
+    release = asyncio.Event()
+
+    async def source() -> AsyncIterator[ChatChunk]:
+        yield ChatChunk("first", 1)
+        await release.wait()
+        for piece in ("a", "b", "c"):
+            yield ChatChunk(piece, 1)
+        yield ChatChunk(finish_reason="stop")
+
+    pump = ChunkPump(source())
+    first = await pump.take()
+    assert first is not None and first.text == "first"
+    release.set()
+    await asyncio.sleep(0.01)  # everything else arrives while the reader is "busy"
+    rest = await pump.take()
+    assert rest is not None and (rest.text, rest.pieces, rest.finish_reason) == ("abc", 3, "stop")
+    assert await pump.take() is None
+    await pump.aclose()
+
+
+async def test_the_pump_raises_an_error_after_the_chunks_before_it() -> None:
+    async def source() -> AsyncIterator[ChatChunk]:
+        yield ChatChunk("x", 1)
+        raise LLMCallError("cut", kind="stream_cut")
+
+    pump = ChunkPump(source())
+    await asyncio.sleep(0.01)
+    chunk = await pump.take()
+    assert chunk is not None and chunk.text == "x"
+    with pytest.raises(LLMCallError):
+        await pump.take()
+    await pump.aclose()
+
+
+async def test_closing_the_pump_closes_the_source_at_once() -> None:
+    closed = asyncio.Event()
+
+    async def source() -> AsyncIterator[ChatChunk]:
+        try:
+            yield ChatChunk("x", 1)
+            await asyncio.sleep(3600)
+            yield ChatChunk("never", 1)
+        finally:
+            closed.set()
+
+    pump = ChunkPump(source())
+    await pump.take()
+    await pump.aclose()
+    assert closed.is_set()
+
+
+def source(number: int, words: int) -> SourceInfo:
+    return SourceInfo(number, f"c{number}", f"d{number}", "", "", 1.0, "word " * words)
+
+
+def test_the_prompt_keeps_the_best_sources_that_fit_the_window() -> None:
+    builder = PromptBuilder(TokenCounter(WhitespaceTokenizer(), margin=1.0))
+    sources = [source(1, 100), source(2, 100), source(3, 100)]
+    whole = builder.build("q?", sources, window=100_000, max_output_tokens=100)
+    assert whole is not None and len(whole.sources) == 3
+    assert whole.messages[1].content.startswith("Sources:\n\n[1]\nword")
+    fitted = builder.build("q?", sources, window=500, max_output_tokens=200)
+    assert fitted is not None and [s.number for s in fitted.sources] == [1, 2]
+    assert builder.build("q?", sources, window=150, max_output_tokens=100) is None
+    continued = whole.continued("so far")
+    assert continued.messages[-1] == ChatMessage("assistant", "so far")
+
+
+def test_the_ledger_rounds_once_after_summing_attempts() -> None:
+    spec = ModelSpec("m", "m", 1000, 100, 270_000, 1_100_000)
+    ledger = Ledger()
+    for _ in range(2):
+        attempt = ledger.open(spec, lambda: 1)
+        attempt.pieces = 1  # 1 * 0.27 + 1 * 1.10 = 1.37 micros each
+    assert ledger.cost_micros() == 3  # 2.74 rounded, not 1 + 1
+    assert ledger.usage().prompt_tokens == 2 and ledger.usage().cached_tokens is None
