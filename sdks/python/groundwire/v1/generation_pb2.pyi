@@ -354,7 +354,9 @@ class StartFrame(_message.Message):
     model: _builtins.str
     """The catalog name of the model serving the answer; empty on ROUTE_DEGRADED."""
     attempt: _builtins.int
-    """The 1-based attempt number that produced the first token (1 means no fallback)."""
+    """The 1-based attempt number that produced the first token (1 means no fallback); 0 on
+    ROUTE_CACHE and ROUTE_DEGRADED.
+    """
     cache_hit: _builtins.bool
     """True when the answer is replayed from the answer cache."""
     @_builtins.property
@@ -442,8 +444,11 @@ Global___CitationFrame: _TypeAlias = CitationFrame  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
-    """Usage counts tokens. A field is unset when the upstream did not report it, which is
-    different from zero.
+    """Usage counts tokens, summed over the attempts that produced output. An attempt that
+    ended before the upstream reported its usage (cut, cancelled, timed out) is still
+    counted: its prompt tokens by our own tokenizer, its completion tokens as the content
+    chunks received. Zero on the cache and degraded routes. A field is unset when nothing
+    was reported or counted for it, which is different from zero.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -456,7 +461,9 @@ class Usage(_message.Message):
     completion_tokens: _builtins.int
     """Tokens generated, summed over attempts."""
     cached_tokens: _builtins.int
-    """Prompt tokens served from the upstream's prompt cache."""
+    """Prompt tokens served from the upstream's prompt cache; unset when the upstream never
+    reported it.
+    """
     def __init__(
         self,
         *,
@@ -582,20 +589,28 @@ class EndFrame(_message.Message):
     finish_reason: Global___FinishReason.ValueType
     """Why the answer ended."""
     attempts: _builtins.int
-    """How many upstream attempts were made (0 for cache and degraded routes)."""
+    """How many upstream calls were made, including failed ones (0 for a cache hit and for a
+    degraded answer when no model is configured; a degraded answer after failures counts
+    them). Models skipped because their breaker was open are not calls.
+    """
     continued_after_failure: _builtins.bool
     """True when the answer was continued on another model after a mid-stream failure."""
     final_model: _builtins.str
     """The model that produced the end of the answer; empty on ROUTE_DEGRADED and ROUTE_CACHE."""
     detail: _builtins.str
-    """A human-readable detail when `finish_reason` is an error; empty otherwise."""
+    """A human-readable detail when `finish_reason` is an error or the answer is degraded
+    (why: no model configured, or each model's failure); empty otherwise.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Tokens used, summed over attempts."""
 
     @_builtins.property
     def cost(self) -> Global___Money:
-        """What the answer cost at catalog prices; zero for cache and degraded routes."""
+        """What the answer cost at catalog prices (cached prompt tokens at the catalog's cached
+        price when it has one), rounded once to whole micros; zero for cache and degraded
+        routes.
+        """
 
     @_builtins.property
     def timings(self) -> Global___GenerationTimings:
