@@ -123,3 +123,13 @@ def test_errors_say_where(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text, encoding="utf-8")
     with pytest.raises(CatalogError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_catalog(path, base_url="http://x", api_key=None, secret=no_secrets)
+
+
+def test_the_example_catalog_in_the_repository_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "catalog.toml"
+    keys = {"DEEPSEEK_API_KEY": "d", "OPENAI_API_KEY": "o"}
+    catalog = load_catalog(path, base_url=None, api_key=None, secret=keys.get)
+    assert catalog.tiers[Tier.STANDARD] == ("deepseek-v4-flash", "local-qwen", "gpt-4o")
+    assert "ZHIPUAI_API_KEY" in catalog.unavailable["glm-4-plus"]
+    assert catalog.economy_model == "local-qwen"
+    assert catalog.models["gpt-4o"].cached_input_micros_per_million == 1_250_000
