@@ -33,7 +33,11 @@ each concurrency level (``--concurrency``, default 1 and 32: C workers pulling c
 queue). Per (setting, level) there is an untimed warm-up of C calls per variant (connections,
 lazy initialisation), then ``--rounds`` rounds; each round runs ``--calls`` calls per variant
 (default max(20, 3 x C)), one variant after the other, the order rotating each round so drift
-in machine load falls on all variants alike.
+in machine load falls on all variants alike. Within a slice the C workers start spread over one
+scripted answer duration (``--stagger``, on by default; zero in setting a): started together,
+they would stay in lockstep in setting b, every stream receiving its first token, and each
+next one, at the same instant, and TTFT at C=32 would measure how 32 simultaneous events
+queue rather than the cost of one call under steady load (``--no-stagger`` shows that).
 
 Per call, measured here (client side): TTFT from issuing the call to the first non-empty text
 (the first ``delta`` frame; the first chunk with content), total time to the end of the
@@ -43,6 +47,10 @@ frames; chunks with content); for ``ours`` and ``relay`` also the server's own
 ``end.timings`` (overhead, first_token, upstream_first_token). A call is an error when it
 raises, has no ``end`` frame, does not finish with STOP on the primary route, or does not
 carry exactly ``--tokens`` tokens. Aggregate tokens/s = all tokens of a slice / its wall time.
+Per slice, the CPU time of each process (this one, the upstream, both servers; from
+``/proc/<pid>/stat``) is read before and after, giving CPU ms per answer for the load
+generator, the variant's own server and the upstream, and the cores kept busy: in setting a
+the CPU, not the upstream, sets the pace, so this is where the time goes.
 
 The side-by-side figures: TTFT overhead (ours - direct) from each variant's p50 and p99, and
 the p50 of paired differences (call i of round r of ``ours`` minus call i of round r of
@@ -317,6 +325,10 @@ class CallFailed(Exception):
     """A call that completed but not as expected."""
 
 
+class Aborted(Exception):
+    """A call failed and ``--keep-going`` was not given."""
+
+
 Call = Callable[[], Awaitable[CallResult]]
 SERVER_TIMINGS = ("overhead", "first_token", "upstream_first_token", "total")
 
@@ -449,6 +461,8 @@ class Measured:
     rounds: list[list[CallResult | None]] = field(default_factory=list)
     walls: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    # CPU seconds each process used during this variant's slices (see CpuProbe).
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def results(self) -> list[CallResult]:
@@ -472,16 +486,51 @@ class Measured:
         return sum(r.tokens for r in self.results) / wall if wall > 0 else math.nan
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and all its threads (Linux ``/proc``;
+    NaN elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return math.nan
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuProbe:
+    """Reads the CPU time used so far by the load generator and each child process."""
+
+    pids: dict[str, int]
+
+    def __call__(self) -> dict[str, float]:
+        sample = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        sample["generator"] = time.process_time()
+        return sample
+
+
 async def run_slice(
-    call: Call, calls: int, concurrency: int, keep_going: bool, into: Measured | None
+    call: Call,
+    calls: int,
+    concurrency: int,
+    keep_going: bool,
+    into: Measured | None,
+    probe: CpuProbe | None = None,
+    stagger_s: float = 0.0,
 ) -> None:
     """``calls`` calls with ``concurrency`` workers pulling from one queue; recorded into
-    ``into`` (a warm-up when None). A failure raises unless ``keep_going``."""
+    ``into`` (a warm-up when None). Worker j starts ``j / concurrency x stagger_s`` late. A
+    failure raises unless ``keep_going``."""
     results: list[CallResult | None] = [None] * calls
     pending = iter(range(calls))
     errors: Counter[str] = Counter()
 
-    async def worker() -> None:
+    async def worker(delay_s: float) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         for index in pending:
             try:
                 results[index] = await call()
@@ -493,24 +542,41 @@ async def run_slice(
                 if sum(errors.values()) <= 3:
                     print(f"call failed: {reason}", file=sys.stderr)
                 if not keep_going:
-                    raise
+                    raise Aborted(reason) from exc
 
+    cpu_before = probe() if probe is not None else {}
     started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, calls)):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for j in range(min(concurrency, calls)):
+                group.create_task(worker(j / concurrency * stagger_s))
+    except* Aborted as group_error:
+        raise group_error.exceptions[0] from None
     wall = time.perf_counter() - started
+    cpu_after = probe() if probe is not None else {}
     if into is not None:
         into.rounds.append(results)
         into.walls.append(wall)
         into.errors.update(errors)
+        for name, before in cpu_before.items():
+            into.cpu[name] = into.cpu.get(name, 0.0) + cpu_after[name] - before
 
 
 async def bench_level(
-    calls: dict[str, Call], setting: Setting, concurrency: int, args: argparse.Namespace
+    calls: dict[str, Call],
+    setting: Setting,
+    concurrency: int,
+    args: argparse.Namespace,
+    probe: CpuProbe,
 ) -> dict[str, Measured]:
     """All variants at one (setting, concurrency), interleaved over ``args.rounds`` rounds."""
     per_slice = args.calls if args.calls is not None else max(20, 3 * concurrency)
+    # Workers started together stay in lockstep when the upstream sets the pace (setting b):
+    # every stream would get its first token, and each next one, at the same instant. Spread
+    # their starts over one answer's scripted duration instead (like independent callers).
+    stagger_s = 0.0
+    if args.stagger and concurrency > 1:
+        stagger_s = setting.ttft_s + setting.inter_token_s * max(args.tokens - 1, 0)
     measured = {v: Measured() for v in VARIANTS}
     for variant in VARIANTS:  # untimed: connections and lazy initialisation
         await run_slice(calls[variant], concurrency, concurrency, args.keep_going, None)
@@ -519,7 +585,13 @@ async def bench_level(
         order = VARIANTS[shift:] + VARIANTS[:shift]
         for variant in order:
             await run_slice(
-                calls[variant], per_slice, concurrency, args.keep_going, measured[variant]
+                calls[variant],
+                per_slice,
+                concurrency,
+                args.keep_going,
+                measured[variant],
+                probe,
+                stagger_s,
             )
         done = {v: len(measured[v].results) for v in VARIANTS}
         print(
@@ -570,6 +642,17 @@ def summarise_variant(
     }
     for name in SERVER_TIMINGS:
         row[f"server_{name}_p50_ms"] = ms([r.server[name] for r in results if r.server], 50)
+    # CPU per answer: the load generator, the upstream and this variant's server (direct: none).
+    answers = len(results)
+    wall = sum(m.walls)
+    row["cpu_ms_per_answer"] = {
+        name: seconds * 1000.0 / answers if answers else math.nan for name, seconds in m.cpu.items()
+    }
+    row["cpu_ms_per_answer_generator"] = row["cpu_ms_per_answer"].get("generator", math.nan)
+    row["cpu_ms_per_answer_upstream"] = row["cpu_ms_per_answer"].get("upstream", math.nan)
+    row["cpu_ms_per_answer_server"] = row["cpu_ms_per_answer"].get(variant, math.nan)
+    # Cores busy on average during the slices, all four processes together (2 = saturated).
+    row["cores_busy"] = sum(m.cpu.values()) / wall if wall > 0 else math.nan
     return row
 
 
@@ -625,7 +708,11 @@ def print_report(
     print()
     for setting in dict.fromkeys(r["setting"] for r in rows):
         print(f"setting {setting}: {SETTINGS[setting].label}")
-    print(f"Generate vs direct AsyncOpenAI, {tokens}-token answers; times client-side, ms")
+    print(
+        f"Generate vs direct AsyncOpenAI, {tokens}-token answers; times client-side, ms; "
+        "CPU/ans = CPU ms per answer of the load generator, the variant's server and the "
+        "upstream; cores busy = all processes' CPU / wall (2 = saturated)"
+    )
     print_table(
         [
             "set",
@@ -642,6 +729,10 @@ def print_report(
             "frames p50",
             "text frames p50",
             "srv overhead p50",
+            "CPU/ans gen",
+            "CPU/ans srv",
+            "CPU/ans up",
+            "cores busy",
         ],
         [
             [
@@ -661,6 +752,10 @@ def print_report(
                 r["frames_p50"],
                 r["text_frames_p50"],
                 r["server_overhead_p50_ms"],
+                r["cpu_ms_per_answer_generator"],
+                r["cpu_ms_per_answer_server"],
+                r["cpu_ms_per_answer_upstream"],
+                r["cores_busy"],
             ]
             for r in rows
         ],
@@ -737,6 +832,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-going", action="store_true", help="count failed calls instead of stopping"
     )
+    parser.add_argument(
+        "--stagger",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="spread the workers' first calls over one scripted answer duration "
+        "(--no-stagger: all start at once and stay in lockstep)",
+    )
     args = parser.parse_args(argv)
     try:
         args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -760,6 +862,7 @@ class Endpoints:
     upstream_base_url: str
     ours: str
     relay: str
+    pids: dict[str, int]  # upstream, ours, relay
 
 
 async def run(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:
@@ -782,6 +885,7 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:
         "ours": make_generate_call(ours_channel, args.tokens),
         "relay": make_generate_call(relay_channel, args.tokens),
     }
+    probe = CpuProbe(endpoints.pids)
     rows: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
     try:
@@ -791,7 +895,7 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:
                 script_upstream, endpoints.upstream_base_url, setting, args.tokens
             )
             for concurrency in args.concurrency:
-                measured = await bench_level(calls, setting, concurrency, args)
+                measured = await bench_level(calls, setting, concurrency, args, probe)
                 by_variant = {
                     v: summarise_variant(setting, concurrency, v, measured[v]) for v in VARIANTS
                 }
@@ -869,18 +973,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             flush=True,
         )
-        endpoints = Endpoints(upstream_url, servers["ours"][1], servers["relay"][1])
+        pids = {"upstream": upstream.process.pid}
+        pids.update({v: child.process.pid for v, (child, _) in servers.items()})
+        endpoints = Endpoints(upstream_url, servers["ours"][1], servers["relay"][1], pids)
         try:
             results = asyncio.run(run(args, endpoints))
-        except BaseException:
+        except Aborted as exc:
+            print(f"stopped at the first failed call ({exc}); see --keep-going", file=sys.stderr)
+            return 1
+        finally:
             for child in (upstream, *(c for c, _ in servers.values())):
                 if child.process.poll() is not None:
                     print(f"{child.name} exited early:\n{child.tail()}", file=sys.stderr)
-            raise
     elapsed = time.perf_counter() - began
     output: dict[str, Any] = {
         "tokens_per_answer": args.tokens,
         "rounds": args.rounds,
+        "stagger": args.stagger,
         "calls_per_variant_per_round": args.calls or "max(20, 3 x concurrency)",
         "settings": {
             name: {"label": s.label, "ttft_s": s.ttft_s, "inter_token_s": s.inter_token_s}
