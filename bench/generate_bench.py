@@ -268,6 +268,53 @@ def script_upstream(base_url: str, setting: Setting, tokens: int) -> None:
     upstream_control(base_url, "script", {"model": None, "scripts": [script], "default": True})
 
 
+def upstream_requests(base_url: str) -> list[dict[str, Any]]:
+    """What the scripted upstream recorded (``GET /_scripted/requests``)."""
+    root = base_url.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/_scripted/requests", timeout=10) as response:
+        records: list[dict[str, Any]] = json.loads(response.read())
+        return records
+
+
+async def measure_cancel(channel: grpc.aio.Channel, base_url: str, repeats: int) -> dict[str, Any]:
+    """Cancel ``repeats`` streams after their third delta; the time from the client's cancel
+    to the upstream seeing its connection closed (both clocks are the system's monotonic
+    clock, so they compare across processes). An upper bound on the server's own reaction:
+    it includes the cancel's trip from this client to the server."""
+    await asyncio.to_thread(upstream_control, base_url, "reset", {})
+    script = {"tokens": [f" w{i}" for i in range(2000)], "inter_token_s": 0.005}
+    await asyncio.to_thread(
+        upstream_control, base_url, "script", {"model": None, "scripts": [script], "default": True}
+    )
+    stub = generation_pb2_grpc.GenerationServiceStub(channel)
+    delays: list[float] = []
+    for index in range(repeats):
+        call = stub.Generate(generate_request(), timeout=CALL_TIMEOUT_S)
+        deltas = 0
+        async for frame in call:
+            deltas += frame.HasField("delta")
+            if deltas == 3:
+                break
+        cancelled_at = time.monotonic()
+        call.cancel()
+        for _ in range(500):
+            records = await asyncio.to_thread(upstream_requests, base_url)
+            record = next((r for r in records if r["index"] == index), None)
+            if record is not None and record.get("disconnected_at") is not None:
+                delays.append(record["disconnected_at"] - cancelled_at)
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise CallFailed(f"the upstream never saw cancelled stream {index} disconnect")
+    return {
+        "repeats": repeats,
+        "p50_ms": ms(delays, 50),
+        "p99_ms": ms(delays, 99),
+        "max_ms": max(delays) * 1000,
+        "goal_ms": 5.0,
+    }
+
+
 def wait_for_upstream(child: Child, base_url: str) -> None:
     """Poll the control endpoint until the upstream answers."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -827,6 +874,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
     parser.add_argument(
+        "--cancels",
+        type=int,
+        default=20,
+        help="streams cancelled midway to time the upstream close",
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS_DIR / "generate.json", help="JSON results"
     )
     parser.add_argument(
@@ -901,11 +954,18 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> dict[str, Any]:
                 }
                 rows.extend(by_variant.values())
                 comparisons.append(compare(setting, concurrency, measured, by_variant))
+        cancel = await measure_cancel(ours_channel, endpoints.upstream_base_url, args.cancels)
+        print(
+            f"cancel -> upstream disconnect ({cancel['repeats']} streams, client-side cancel "
+            f"time): p50 {cancel['p50_ms']:.2f} ms, p99 {cancel['p99_ms']:.2f} ms, "
+            f"max {cancel['max_ms']:.2f} ms (goal: within 5 ms of the cancel reaching the server)",
+            flush=True,
+        )
     finally:
         await ours_channel.close(None)
         await relay_channel.close(None)
         await client.close()
-    return {"rows": rows, "comparisons": comparisons}
+    return {"rows": rows, "comparisons": comparisons, "cancel": cancel}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1008,6 +1068,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         **results,
     }
     print_report(results["rows"], results["comparisons"], note, args.tokens)
+    cancel = results["cancel"]
+    print(
+        f"cancel -> upstream disconnect: p50 {cancel['p50_ms']:.2f} ms, "
+        f"p99 {cancel['p99_ms']:.2f} ms over {cancel['repeats']} streams (goal 5 ms)"
+    )
     write_json(args.output, output)
     errors = sum(r["errors"] for r in results["rows"])
     odd = [
