@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check lint format generate check-generated breaking redis-server clean bench eval
+.PHONY: run test check lint format generate check-generated breaking redis-server clean bench bench-generate eval
 
 ## run: serve on embedded defaults (Qdrant Edge in ./data, local MiniLM, Redis when present)
 run: $(VENV)/.installed
@@ -74,6 +74,10 @@ breaking: node_modules/.installed
 
 bench: $(VENV)/.installed redis-server
 	$(PY) bench/retrieval_bench.py
+
+## bench-generate: Generate beside direct AsyncOpenAI against one scripted upstream (~2.5 min)
+bench-generate: $(VENV)/.installed
+	$(PY) bench/generate_bench.py
 
 eval: $(VENV)/.installed
 	$(PY) bench/scifact_eval.py
