@@ -201,6 +201,7 @@ async def assemble_components(
     """Check the store against the embedder (refusing to start on a mismatch) and build the
     pipelines over the given clients (``routes`` defaults to what the settings describe)."""
     try:
+        routes = routes if routes is not None else build_routes(settings)
         await store.ensure_collection(
             dense.embedder_id if dense is not None else "",
             dense.dimension if dense is not None else 0,
@@ -235,7 +236,7 @@ async def assemble_components(
     )
     generation = GenerationPipeline(
         retrieval=retrieval,
-        routes=routes if routes is not None else build_routes(settings),
+        routes=routes,
         prompts=PromptBuilder(TokenCounter(tokenizer)),
         answers=AnswerCache(
             cache,

@@ -23,6 +23,7 @@ from groundwire.server.pipeline.cache_writes import CacheWrites
 from groundwire.server.pipeline.generation.citations import Citation
 from groundwire.server.pipeline.generation.events import (
     Delta,
+    End,
     Finish,
     GenerationEvent,
     SourceInfo,
@@ -113,9 +114,9 @@ class AnswerCache:
             return
         start = next((e for e in events if isinstance(e, Start)), None)
         end = events[-1] if events else None
-        if start is None or end is None or not hasattr(end, "finish"):
+        if start is None or not isinstance(end, End):
             return
-        if end.finish not in CACHEABLE_FINISHES or getattr(end, "continued_after_failure", True):
+        if end.finish not in CACHEABLE_FINISHES or end.continued_after_failure:
             return
         body = [e for e in events if isinstance(e, Delta | Citation)]
         value = {
