@@ -24,19 +24,20 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agroundwire/v1/common.proto\x12\rgroundwire.v1\"D\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x42\x06\n\x04kind\"\x83\x02\n\x05\x43hunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nsource_uri\x18\x05 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x06 \x01(\r\x12\x34\n\x08metadata\x18\x07 \x03(\x0b\x32\".groundwire.v1.Chunk.MetadataEntry\x12\r\n\x05score\x18\x08 \x01(\x01\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.groundwire.v1.MetadataValue:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agroundwire/v1/common.proto\x12\rgroundwire.v1\"[\n\rMetadataValue\x12#\n\x0cstring_value\x18\x01 \x01(\tH\x00R\x0bstringValue\x12\x1d\n\tint_value\x18\x02 \x01(\x03H\x00R\x08intValueB\x06\n\x04kind\"\xd4\x02\n\x05\x43hunk\x12\x19\n\x08\x63hunk_id\x18\x01 \x01(\tR\x07\x63hunkId\x12\x15\n\x06\x64oc_id\x18\x02 \x01(\tR\x05\x64ocId\x12\x14\n\x05title\x18\x03 \x01(\tR\x05title\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\x12\x1d\n\nsource_uri\x18\x05 \x01(\tR\tsourceUri\x12\x1f\n\x0b\x63hunk_index\x18\x06 \x01(\rR\nchunkIndex\x12>\n\x08metadata\x18\x07 \x03(\x0b\x32\".groundwire.v1.Chunk.MetadataEntryR\x08metadata\x12\x14\n\x05score\x18\x08 \x01(\x01R\x05score\x1aY\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x32\n\x05value\x18\x02 \x01(\x0b\x32\x1c.groundwire.v1.MetadataValueR\x05value:\x02\x38\x01\x42\xbe\x01\n\x11\x63om.groundwire.v1B\x0b\x43ommonProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'groundwire.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\021com.groundwire.v1B\013CommonProtoP\001ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\242\002\003GXX\252\002\rGroundwire.V1\312\002\rGroundwire\\V1\342\002\031Groundwire\\V1\\GPBMetadata\352\002\016Groundwire::V1'
   _globals['_CHUNK_METADATAENTRY']._loaded_options = None
   _globals['_CHUNK_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_METADATAVALUE']._serialized_start=45
-  _globals['_METADATAVALUE']._serialized_end=113
-  _globals['_CHUNK']._serialized_start=116
-  _globals['_CHUNK']._serialized_end=375
-  _globals['_CHUNK_METADATAENTRY']._serialized_start=298
-  _globals['_CHUNK_METADATAENTRY']._serialized_end=375
+  _globals['_METADATAVALUE']._serialized_end=136
+  _globals['_CHUNK']._serialized_start=139
+  _globals['_CHUNK']._serialized_end=479
+  _globals['_CHUNK_METADATAENTRY']._serialized_start=390
+  _globals['_CHUNK_METADATAENTRY']._serialized_end=479
 # @@protoc_insertion_point(module_scope)

@@ -25,31 +25,32 @@ _sym_db = _symbol_database.Default()
 from groundwire.v1 import common_pb2 as groundwire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgroundwire/v1/documents.proto\x12\rgroundwire.v1\x1a\x1agroundwire/v1/common.proto\"\xd3\x01\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x37\n\x08metadata\x18\x05 \x03(\x0b\x32%.groundwire.v1.Document.MetadataEntry\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.groundwire.v1.MetadataValue:\x02\x38\x01\"C\n\x16IngestDocumentsRequest\x12)\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x17.groundwire.v1.Document\"R\n\x0f\x44ocumentFailure\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc0\x01\n\x17IngestDocumentsResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x11\n\tunchanged\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\x16\n\x0e\x63hunks_written\x18\x05 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x06 \x01(\r\x12\x30\n\x08\x66\x61ilures\x18\x07 \x03(\x0b\x32\x1e.groundwire.v1.DocumentFailure\")\n\x16\x44\x65leteDocumentsRequest\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\"L\n\x17\x44\x65leteDocumentsResponse\x12\x19\n\x11\x64ocuments_deleted\x18\x01 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x02 \x01(\r*\xac\x01\n\x0f\x44ocumentOutcome\x12 \n\x1c\x44OCUMENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44OCUMENT_OUTCOME_CREATED\x10\x01\x12\x1c\n\x18\x44OCUMENT_OUTCOME_UPDATED\x10\x02\x12\x1e\n\x1a\x44OCUMENT_OUTCOME_UNCHANGED\x10\x03\x12\x1b\n\x17\x44OCUMENT_OUTCOME_FAILED\x10\x04\x32\xd7\x01\n\x0f\x44ocumentService\x12\x62\n\x0fIngestDocuments\x12%.groundwire.v1.IngestDocumentsRequest\x1a&.groundwire.v1.IngestDocumentsResponse(\x01\x12`\n\x0f\x44\x65leteDocuments\x12%.groundwire.v1.DeleteDocumentsRequest\x1a&.groundwire.v1.DeleteDocumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgroundwire/v1/documents.proto\x12\rgroundwire.v1\x1a\x1agroundwire/v1/common.proto\"\x88\x02\n\x08\x44ocument\x12\x15\n\x06\x64oc_id\x18\x01 \x01(\tR\x05\x64ocId\x12\x14\n\x05title\x18\x02 \x01(\tR\x05title\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x1d\n\nsource_uri\x18\x04 \x01(\tR\tsourceUri\x12\x41\n\x08metadata\x18\x05 \x03(\x0b\x32%.groundwire.v1.Document.MetadataEntryR\x08metadata\x1aY\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x32\n\x05value\x18\x02 \x01(\x0b\x32\x1c.groundwire.v1.MetadataValueR\x05value:\x02\x38\x01\"M\n\x16IngestDocumentsRequest\x12\x33\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x17.groundwire.v1.DocumentR\x08\x64ocument\"r\n\x0f\x44ocumentFailure\x12\x15\n\x06\x64oc_id\x18\x01 \x01(\tR\x05\x64ocId\x12\x1a\n\x08position\x18\x02 \x01(\rR\x08position\x12\x14\n\x05\x66ield\x18\x03 \x01(\tR\x05\x66ield\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"\x8d\x02\n\x17IngestDocumentsResponse\x12\x18\n\x07\x63reated\x18\x01 \x01(\rR\x07\x63reated\x12\x18\n\x07updated\x18\x02 \x01(\rR\x07updated\x12\x1c\n\tunchanged\x18\x03 \x01(\rR\tunchanged\x12\x16\n\x06\x66\x61iled\x18\x04 \x01(\rR\x06\x66\x61iled\x12%\n\x0e\x63hunks_written\x18\x05 \x01(\rR\rchunksWritten\x12%\n\x0e\x63hunks_deleted\x18\x06 \x01(\rR\rchunksDeleted\x12:\n\x08\x66\x61ilures\x18\x07 \x03(\x0b\x32\x1e.groundwire.v1.DocumentFailureR\x08\x66\x61ilures\"1\n\x16\x44\x65leteDocumentsRequest\x12\x17\n\x07\x64oc_ids\x18\x01 \x03(\tR\x06\x64ocIds\"m\n\x17\x44\x65leteDocumentsResponse\x12+\n\x11\x64ocuments_deleted\x18\x01 \x01(\rR\x10\x64ocumentsDeleted\x12%\n\x0e\x63hunks_deleted\x18\x02 \x01(\rR\rchunksDeleted*\xac\x01\n\x0f\x44ocumentOutcome\x12 \n\x1c\x44OCUMENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44OCUMENT_OUTCOME_CREATED\x10\x01\x12\x1c\n\x18\x44OCUMENT_OUTCOME_UPDATED\x10\x02\x12\x1e\n\x1a\x44OCUMENT_OUTCOME_UNCHANGED\x10\x03\x12\x1b\n\x17\x44OCUMENT_OUTCOME_FAILED\x10\x04\x32\xd7\x01\n\x0f\x44ocumentService\x12\x62\n\x0fIngestDocuments\x12%.groundwire.v1.IngestDocumentsRequest\x1a&.groundwire.v1.IngestDocumentsResponse(\x01\x12`\n\x0f\x44\x65leteDocuments\x12%.groundwire.v1.DeleteDocumentsRequest\x1a&.groundwire.v1.DeleteDocumentsResponseB\xc1\x01\n\x11\x63om.groundwire.v1B\x0e\x44ocumentsProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'groundwire.v1.documents_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\021com.groundwire.v1B\016DocumentsProtoP\001ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\242\002\003GXX\252\002\rGroundwire.V1\312\002\rGroundwire\\V1\342\002\031Groundwire\\V1\\GPBMetadata\352\002\016Groundwire::V1'
   _globals['_DOCUMENT_METADATAENTRY']._loaded_options = None
   _globals['_DOCUMENT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DOCUMENTOUTCOME']._serialized_start=760
-  _globals['_DOCUMENTOUTCOME']._serialized_end=932
+  _globals['_DOCUMENTOUTCOME']._serialized_start=973
+  _globals['_DOCUMENTOUTCOME']._serialized_end=1145
   _globals['_DOCUMENT']._serialized_start=77
-  _globals['_DOCUMENT']._serialized_end=288
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=211
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=288
-  _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=290
-  _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=357
-  _globals['_DOCUMENTFAILURE']._serialized_start=359
-  _globals['_DOCUMENTFAILURE']._serialized_end=441
-  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_start=444
-  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_end=636
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=638
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=679
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=681
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=757
-  _globals['_DOCUMENTSERVICE']._serialized_start=935
-  _globals['_DOCUMENTSERVICE']._serialized_end=1150
+  _globals['_DOCUMENT']._serialized_end=341
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=252
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=341
+  _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=343
+  _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=420
+  _globals['_DOCUMENTFAILURE']._serialized_start=422
+  _globals['_DOCUMENTFAILURE']._serialized_end=536
+  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_start=539
+  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_end=808
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=810
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=859
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=861
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=970
+  _globals['_DOCUMENTSERVICE']._serialized_start=1148
+  _globals['_DOCUMENTSERVICE']._serialized_end=1363
 # @@protoc_insertion_point(module_scope)

@@ -26,43 +26,44 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from groundwire.v1 import retrieval_pb2 as groundwire_dot_v1_dot_retrieval__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egroundwire/v1/generation.proto\x12\rgroundwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1dgroundwire/v1/retrieval.proto\"M\n\x0e\x43ontextPassage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\"B\n\x0f\x43ontextPassages\x12/\n\x08passages\x18\x01 \x03(\x0b\x32\x1d.groundwire.v1.ContextPassage\"\xc6\x03\n\x0fGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x33\n\tretrieval\x18\x02 \x01(\x0b\x32\x1e.groundwire.v1.RetrieveRequestH\x00\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1e.groundwire.v1.ContextPassagesH\x00\x12#\n\x04tier\x18\x04 \x01(\x0e\x32\x13.groundwire.v1.TierH\x01\x12\x0f\n\x05model\x18\x05 \x01(\tH\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x07 \x01(\rH\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x36\n\x13\x66irst_token_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ntime_limit\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x62ypass_cache\x18\x0b \x01(\x08\x42\x0b\n\tgroundingB\x0e\n\x0cmodel_choiceB\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokens\"z\n\x06Source\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x12\n\nsource_uri\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0c\n\x04text\x18\x07 \x01(\t\"\x8c\x01\n\nStartFrame\x12#\n\x05route\x18\x01 \x01(\x0e\x32\x14.groundwire.v1.Route\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12&\n\x07sources\x18\x04 \x03(\x0b\x32\x15.groundwire.v1.Source\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\"\x1a\n\nDeltaFrame\x12\x0c\n\x04text\x18\x01 \x01(\t\"\\\n\rCitationFrame\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12\x10\n\x08\x63hunk_id\x18\x04 \x01(\t\x12\r\n\x05valid\x18\x05 \x01(\x08\"\x99\x01\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1a\n\rcached_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x10\n\x0e_cached_tokens\")\n\x05Money\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0e\n\x06micros\x18\x02 \x01(\x03\"\xab\x02\n\x11GenerationTimings\x12,\n\tretrieval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14upstream_first_token\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0b\x66irst_token\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05total\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08overhead\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x92\x02\n\x08\x45ndFrame\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.groundwire.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.groundwire.v1.Usage\x12\"\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x14.groundwire.v1.Money\x12\x31\n\x07timings\x18\x04 \x01(\x0b\x32 .groundwire.v1.GenerationTimings\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x1f\n\x17\x63ontinued_after_failure\x18\x06 \x01(\x08\x12\x13\n\x0b\x66inal_model\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\xcd\x01\n\x10GenerateResponse\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.groundwire.v1.StartFrameH\x00\x12*\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x19.groundwire.v1.DeltaFrameH\x00\x12\x30\n\x08\x63itation\x18\x03 \x01(\x0b\x32\x1c.groundwire.v1.CitationFrameH\x00\x12&\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x17.groundwire.v1.EndFrameH\x00\x42\x07\n\x05\x66rame*X\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x11\n\rTIER_STANDARD\x10\x01\x12\x10\n\x0cTIER_ECONOMY\x10\x02\x12\x15\n\x11TIER_LONG_CONTEXT\x10\x03*\x95\x01\n\x05Route\x12\x15\n\x11ROUTE_UNSPECIFIED\x10\x00\x12\x11\n\rROUTE_PRIMARY\x10\x01\x12\x12\n\x0eROUTE_FALLBACK\x10\x02\x12\x11\n\rROUTE_ECONOMY\x10\x03\x12\x16\n\x12ROUTE_LONG_CONTEXT\x10\x04\x12\x0f\n\x0bROUTE_CACHE\x10\x05\x12\x12\n\x0eROUTE_DEGRADED\x10\x06*\xfe\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x1c\n\x18\x46INISH_REASON_MAX_TOKENS\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TIME_LIMIT\x10\x04\x12 \n\x1c\x46INISH_REASON_UPSTREAM_ERROR\x10\x05\x12\x1a\n\x16\x46INISH_REASON_DEGRADED\x10\x06\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x07\x32\x62\n\x11GenerationService\x12M\n\x08Generate\x12\x1e.groundwire.v1.GenerateRequest\x1a\x1f.groundwire.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egroundwire/v1/generation.proto\x12\rgroundwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1dgroundwire/v1/retrieval.proto\"i\n\x0e\x43ontextPassage\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n\x05title\x18\x03 \x01(\tR\x05title\x12\x1d\n\nsource_uri\x18\x04 \x01(\tR\tsourceUri\"L\n\x0f\x43ontextPassages\x12\x39\n\x08passages\x18\x01 \x03(\x0b\x32\x1d.groundwire.v1.ContextPassageR\x08passages\"\xbd\x04\n\x0fGenerateRequest\x12\x14\n\x05query\x18\x01 \x01(\tR\x05query\x12>\n\tretrieval\x18\x02 \x01(\x0b\x32\x1e.groundwire.v1.RetrieveRequestH\x00R\tretrieval\x12:\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1e.groundwire.v1.ContextPassagesH\x00R\x07\x63ontext\x12)\n\x04tier\x18\x04 \x01(\x0e\x32\x13.groundwire.v1.TierH\x01R\x04tier\x12\x16\n\x05model\x18\x05 \x01(\tH\x01R\x05model\x12%\n\x0btemperature\x18\x06 \x01(\x02H\x02R\x0btemperature\x88\x01\x01\x12/\n\x11max_output_tokens\x18\x07 \x01(\rH\x03R\x0fmaxOutputTokens\x88\x01\x01\x12\x12\n\x04stop\x18\x08 \x03(\tR\x04stop\x12I\n\x13\x66irst_token_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x11\x66irstTokenTimeout\x12\x38\n\ntime_limit\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationR\ttimeLimit\x12!\n\x0c\x62ypass_cache\x18\x0b \x01(\x08R\x0b\x62ypassCacheB\x0b\n\tgroundingB\x0e\n\x0cmodel_choiceB\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokens\"\xb1\x01\n\x06Source\x12\x16\n\x06number\x18\x01 \x01(\rR\x06number\x12\x19\n\x08\x63hunk_id\x18\x02 \x01(\tR\x07\x63hunkId\x12\x15\n\x06\x64oc_id\x18\x03 \x01(\tR\x05\x64ocId\x12\x14\n\x05title\x18\x04 \x01(\tR\x05title\x12\x1d\n\nsource_uri\x18\x05 \x01(\tR\tsourceUri\x12\x14\n\x05score\x18\x06 \x01(\x01R\x05score\x12\x12\n\x04text\x18\x07 \x01(\tR\x04text\"\xb6\x01\n\nStartFrame\x12*\n\x05route\x18\x01 \x01(\x0e\x32\x14.groundwire.v1.RouteR\x05route\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x18\n\x07\x61ttempt\x18\x03 \x01(\rR\x07\x61ttempt\x12/\n\x07sources\x18\x04 \x03(\x0b\x32\x15.groundwire.v1.SourceR\x07sources\x12\x1b\n\tcache_hit\x18\x05 \x01(\x08R\x08\x63\x61\x63heHit\" \n\nDeltaFrame\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\x80\x01\n\rCitationFrame\x12\x16\n\x06number\x18\x01 \x01(\rR\x06number\x12\x14\n\x05start\x18\x02 \x01(\rR\x05start\x12\x10\n\x03\x65nd\x18\x03 \x01(\rR\x03\x65nd\x12\x19\n\x08\x63hunk_id\x18\x04 \x01(\tR\x07\x63hunkId\x12\x14\n\x05valid\x18\x05 \x01(\x08R\x05valid\"\xc7\x01\n\x05Usage\x12(\n\rprompt_tokens\x18\x01 \x01(\rH\x00R\x0cpromptTokens\x88\x01\x01\x12\x30\n\x11\x63ompletion_tokens\x18\x02 \x01(\rH\x01R\x10\x63ompletionTokens\x88\x01\x01\x12(\n\rcached_tokens\x18\x03 \x01(\rH\x02R\x0c\x63\x61\x63hedTokens\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x10\n\x0e_cached_tokens\";\n\x05Money\x12\x1a\n\x08\x63urrency\x18\x01 \x01(\tR\x08\x63urrency\x12\x16\n\x06micros\x18\x02 \x01(\x03R\x06micros\"\xee\x02\n\x11GenerationTimings\x12\x37\n\tretrieval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\tretrieval\x12/\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x63\x61\x63he\x12K\n\x14upstream_first_token\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x12upstreamFirstToken\x12:\n\x0b\x66irst_token\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\nfirstToken\x12/\n\x05total\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05total\x12\x35\n\x08overhead\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08overhead\"\xeb\x02\n\x08\x45ndFrame\x12@\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.groundwire.v1.FinishReasonR\x0c\x66inishReason\x12*\n\x05usage\x18\x02 \x01(\x0b\x32\x14.groundwire.v1.UsageR\x05usage\x12(\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x14.groundwire.v1.MoneyR\x04\x63ost\x12:\n\x07timings\x18\x04 \x01(\x0b\x32 .groundwire.v1.GenerationTimingsR\x07timings\x12\x1a\n\x08\x61ttempts\x18\x05 \x01(\rR\x08\x61ttempts\x12\x36\n\x17\x63ontinued_after_failure\x18\x06 \x01(\x08R\x15\x63ontinuedAfterFailure\x12\x1f\n\x0b\x66inal_model\x18\x07 \x01(\tR\nfinalModel\x12\x16\n\x06\x64\x65tail\x18\x08 \x01(\tR\x06\x64\x65tail\"\xea\x01\n\x10GenerateResponse\x12\x31\n\x05start\x18\x01 \x01(\x0b\x32\x19.groundwire.v1.StartFrameH\x00R\x05start\x12\x31\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x19.groundwire.v1.DeltaFrameH\x00R\x05\x64\x65lta\x12:\n\x08\x63itation\x18\x03 \x01(\x0b\x32\x1c.groundwire.v1.CitationFrameH\x00R\x08\x63itation\x12+\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x17.groundwire.v1.EndFrameH\x00R\x03\x65ndB\x07\n\x05\x66rame*X\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x11\n\rTIER_STANDARD\x10\x01\x12\x10\n\x0cTIER_ECONOMY\x10\x02\x12\x15\n\x11TIER_LONG_CONTEXT\x10\x03*\x95\x01\n\x05Route\x12\x15\n\x11ROUTE_UNSPECIFIED\x10\x00\x12\x11\n\rROUTE_PRIMARY\x10\x01\x12\x12\n\x0eROUTE_FALLBACK\x10\x02\x12\x11\n\rROUTE_ECONOMY\x10\x03\x12\x16\n\x12ROUTE_LONG_CONTEXT\x10\x04\x12\x0f\n\x0bROUTE_CACHE\x10\x05\x12\x12\n\x0eROUTE_DEGRADED\x10\x06*\xfe\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x1c\n\x18\x46INISH_REASON_MAX_TOKENS\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TIME_LIMIT\x10\x04\x12 \n\x1c\x46INISH_REASON_UPSTREAM_ERROR\x10\x05\x12\x1a\n\x16\x46INISH_REASON_DEGRADED\x10\x06\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x07\x32\x62\n\x11GenerationService\x12M\n\x08Generate\x12\x1e.groundwire.v1.GenerateRequest\x1a\x1f.groundwire.v1.GenerateResponse0\x01\x42\xc2\x01\n\x11\x63om.groundwire.v1B\x0fGenerationProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'groundwire.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=2091
-  _globals['_TIER']._serialized_end=2179
-  _globals['_ROUTE']._serialized_start=2182
-  _globals['_ROUTE']._serialized_end=2331
-  _globals['_FINISHREASON']._serialized_start=2334
-  _globals['_FINISHREASON']._serialized_end=2588
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\021com.groundwire.v1B\017GenerationProtoP\001ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\242\002\003GXX\252\002\rGroundwire.V1\312\002\rGroundwire\\V1\342\002\031Groundwire\\V1\\GPBMetadata\352\002\016Groundwire::V1'
+  _globals['_TIER']._serialized_start=2638
+  _globals['_TIER']._serialized_end=2726
+  _globals['_ROUTE']._serialized_start=2729
+  _globals['_ROUTE']._serialized_end=2878
+  _globals['_FINISHREASON']._serialized_start=2881
+  _globals['_FINISHREASON']._serialized_end=3135
   _globals['_CONTEXTPASSAGE']._serialized_start=112
-  _globals['_CONTEXTPASSAGE']._serialized_end=189
-  _globals['_CONTEXTPASSAGES']._serialized_start=191
-  _globals['_CONTEXTPASSAGES']._serialized_end=257
-  _globals['_GENERATEREQUEST']._serialized_start=260
-  _globals['_GENERATEREQUEST']._serialized_end=714
-  _globals['_SOURCE']._serialized_start=716
-  _globals['_SOURCE']._serialized_end=838
-  _globals['_STARTFRAME']._serialized_start=841
-  _globals['_STARTFRAME']._serialized_end=981
-  _globals['_DELTAFRAME']._serialized_start=983
-  _globals['_DELTAFRAME']._serialized_end=1009
-  _globals['_CITATIONFRAME']._serialized_start=1011
-  _globals['_CITATIONFRAME']._serialized_end=1103
-  _globals['_USAGE']._serialized_start=1106
-  _globals['_USAGE']._serialized_end=1259
-  _globals['_MONEY']._serialized_start=1261
-  _globals['_MONEY']._serialized_end=1302
-  _globals['_GENERATIONTIMINGS']._serialized_start=1305
-  _globals['_GENERATIONTIMINGS']._serialized_end=1604
-  _globals['_ENDFRAME']._serialized_start=1607
-  _globals['_ENDFRAME']._serialized_end=1881
-  _globals['_GENERATERESPONSE']._serialized_start=1884
-  _globals['_GENERATERESPONSE']._serialized_end=2089
-  _globals['_GENERATIONSERVICE']._serialized_start=2590
-  _globals['_GENERATIONSERVICE']._serialized_end=2688
+  _globals['_CONTEXTPASSAGE']._serialized_end=217
+  _globals['_CONTEXTPASSAGES']._serialized_start=219
+  _globals['_CONTEXTPASSAGES']._serialized_end=295
+  _globals['_GENERATEREQUEST']._serialized_start=298
+  _globals['_GENERATEREQUEST']._serialized_end=871
+  _globals['_SOURCE']._serialized_start=874
+  _globals['_SOURCE']._serialized_end=1051
+  _globals['_STARTFRAME']._serialized_start=1054
+  _globals['_STARTFRAME']._serialized_end=1236
+  _globals['_DELTAFRAME']._serialized_start=1238
+  _globals['_DELTAFRAME']._serialized_end=1270
+  _globals['_CITATIONFRAME']._serialized_start=1273
+  _globals['_CITATIONFRAME']._serialized_end=1401
+  _globals['_USAGE']._serialized_start=1404
+  _globals['_USAGE']._serialized_end=1603
+  _globals['_MONEY']._serialized_start=1605
+  _globals['_MONEY']._serialized_end=1664
+  _globals['_GENERATIONTIMINGS']._serialized_start=1667
+  _globals['_GENERATIONTIMINGS']._serialized_end=2033
+  _globals['_ENDFRAME']._serialized_start=2036
+  _globals['_ENDFRAME']._serialized_end=2399
+  _globals['_GENERATERESPONSE']._serialized_start=2402
+  _globals['_GENERATERESPONSE']._serialized_end=2636
+  _globals['_GENERATIONSERVICE']._serialized_start=3137
+  _globals['_GENERATIONSERVICE']._serialized_end=3235
 # @@protoc_insertion_point(module_scope)

@@ -26,29 +26,30 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from groundwire.v1 import common_pb2 as groundwire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgroundwire/v1/retrieval.proto\x12\rgroundwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1agroundwire/v1/common.proto\"\xb0\x01\n\x0b\x46ieldFilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x17\n\rstring_equals\x18\x02 \x01(\tH\x00\x12\x14\n\nint_equals\x18\x03 \x01(\x03H\x00\x12/\n\nstring_any\x18\x04 \x01(\x0b\x32\x19.groundwire.v1.StringListH\x00\x12)\n\x07int_any\x18\x05 \x01(\x0b\x32\x16.groundwire.v1.IntListH\x00\x42\x07\n\x05match\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\":\n\x0eMetadataFilter\x12(\n\x04must\x18\x01 \x03(\x0b\x32\x1a.groundwire.v1.FieldFilter\"\xd5\x01\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\x05top_k\x18\x02 \x01(\rH\x00\x88\x01\x01\x12*\n\x04mode\x18\x03 \x01(\x0e\x32\x1c.groundwire.v1.RetrievalMode\x12-\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.groundwire.v1.MetadataFilter\x12\x16\n\tmin_score\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x0c\x62ypass_cache\x18\x06 \x01(\x08\x42\x08\n\x06_top_kB\x0c\n\n_min_score\"\xbb\x01\n\x10RetrievalTimings\x12(\n\x05\x63\x61\x63he\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06search\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05total\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xbe\x01\n\x10RetrieveResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.groundwire.v1.Chunk\x12\x11\n\tcache_hit\x18\x02 \x01(\x08\x12\x30\n\x07timings\x18\x03 \x01(\x0b\x32\x1f.groundwire.v1.RetrievalTimings\x12\x13\n\x0b\x65mbedder_id\x18\x04 \x01(\t\x12*\n\x04mode\x18\x05 \x01(\x0e\x32\x1c.groundwire.v1.RetrievalMode*\x7f\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x19\n\x15RETRIEVAL_MODE_SPARSE\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03\x32_\n\x10RetrievalService\x12K\n\x08Retrieve\x12\x1e.groundwire.v1.RetrieveRequest\x1a\x1f.groundwire.v1.RetrieveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgroundwire/v1/retrieval.proto\x12\rgroundwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1agroundwire/v1/common.proto\"\xe3\x01\n\x0b\x46ieldFilter\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12%\n\rstring_equals\x18\x02 \x01(\tH\x00R\x0cstringEquals\x12\x1f\n\nint_equals\x18\x03 \x01(\x03H\x00R\tintEquals\x12:\n\nstring_any\x18\x04 \x01(\x0b\x32\x19.groundwire.v1.StringListH\x00R\tstringAny\x12\x31\n\x07int_any\x18\x05 \x01(\x0b\x32\x16.groundwire.v1.IntListH\x00R\x06intAnyB\x07\n\x05match\"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values\"!\n\x07IntList\x12\x16\n\x06values\x18\x01 \x03(\x03R\x06values\"@\n\x0eMetadataFilter\x12.\n\x04must\x18\x01 \x03(\x0b\x32\x1a.groundwire.v1.FieldFilterR\x04must\"\x87\x02\n\x0fRetrieveRequest\x12\x14\n\x05query\x18\x01 \x01(\tR\x05query\x12\x18\n\x05top_k\x18\x02 \x01(\rH\x00R\x04topK\x88\x01\x01\x12\x30\n\x04mode\x18\x03 \x01(\x0e\x32\x1c.groundwire.v1.RetrievalModeR\x04mode\x12\x35\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.groundwire.v1.MetadataFilterR\x06\x66ilter\x12 \n\tmin_score\x18\x05 \x01(\x01H\x01R\x08minScore\x88\x01\x01\x12!\n\x0c\x62ypass_cache\x18\x06 \x01(\x08R\x0b\x62ypassCacheB\x08\n\x06_top_kB\x0c\n\n_min_score\"\xd8\x01\n\x10RetrievalTimings\x12/\n\x05\x63\x61\x63he\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x63\x61\x63he\x12/\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x65mbed\x12\x31\n\x06search\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06search\x12/\n\x05total\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05total\"\xeb\x01\n\x10RetrieveResponse\x12,\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.groundwire.v1.ChunkR\x06\x63hunks\x12\x1b\n\tcache_hit\x18\x02 \x01(\x08R\x08\x63\x61\x63heHit\x12\x39\n\x07timings\x18\x03 \x01(\x0b\x32\x1f.groundwire.v1.RetrievalTimingsR\x07timings\x12\x1f\n\x0b\x65mbedder_id\x18\x04 \x01(\tR\nembedderId\x12\x30\n\x04mode\x18\x05 \x01(\x0e\x32\x1c.groundwire.v1.RetrievalModeR\x04mode*\x7f\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x19\n\x15RETRIEVAL_MODE_SPARSE\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03\x32_\n\x10RetrievalService\x12K\n\x08Retrieve\x12\x1e.groundwire.v1.RetrieveRequest\x1a\x1f.groundwire.v1.RetrieveResponseB\xc1\x01\n\x11\x63om.groundwire.v1B\x0eRetrievalProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'groundwire.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_RETRIEVALMODE']._serialized_start=1003
-  _globals['_RETRIEVALMODE']._serialized_end=1130
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\021com.groundwire.v1B\016RetrievalProtoP\001ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\242\002\003GXX\252\002\rGroundwire.V1\312\002\rGroundwire\\V1\342\002\031Groundwire\\V1\\GPBMetadata\352\002\016Groundwire::V1'
+  _globals['_RETRIEVALMODE']._serialized_start=1200
+  _globals['_RETRIEVALMODE']._serialized_end=1327
   _globals['_FIELDFILTER']._serialized_start=109
-  _globals['_FIELDFILTER']._serialized_end=285
-  _globals['_STRINGLIST']._serialized_start=287
-  _globals['_STRINGLIST']._serialized_end=315
-  _globals['_INTLIST']._serialized_start=317
-  _globals['_INTLIST']._serialized_end=342
-  _globals['_METADATAFILTER']._serialized_start=344
-  _globals['_METADATAFILTER']._serialized_end=402
-  _globals['_RETRIEVEREQUEST']._serialized_start=405
-  _globals['_RETRIEVEREQUEST']._serialized_end=618
-  _globals['_RETRIEVALTIMINGS']._serialized_start=621
-  _globals['_RETRIEVALTIMINGS']._serialized_end=808
-  _globals['_RETRIEVERESPONSE']._serialized_start=811
-  _globals['_RETRIEVERESPONSE']._serialized_end=1001
-  _globals['_RETRIEVALSERVICE']._serialized_start=1132
-  _globals['_RETRIEVALSERVICE']._serialized_end=1227
+  _globals['_FIELDFILTER']._serialized_end=336
+  _globals['_STRINGLIST']._serialized_start=338
+  _globals['_STRINGLIST']._serialized_end=374
+  _globals['_INTLIST']._serialized_start=376
+  _globals['_INTLIST']._serialized_end=409
+  _globals['_METADATAFILTER']._serialized_start=411
+  _globals['_METADATAFILTER']._serialized_end=475
+  _globals['_RETRIEVEREQUEST']._serialized_start=478
+  _globals['_RETRIEVEREQUEST']._serialized_end=741
+  _globals['_RETRIEVALTIMINGS']._serialized_start=744
+  _globals['_RETRIEVALTIMINGS']._serialized_end=960
+  _globals['_RETRIEVERESPONSE']._serialized_start=963
+  _globals['_RETRIEVERESPONSE']._serialized_end=1198
+  _globals['_RETRIEVALSERVICE']._serialized_start=1329
+  _globals['_RETRIEVALSERVICE']._serialized_end=1424
 # @@protoc_insertion_point(module_scope)
