@@ -7,18 +7,25 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
+# Code generators and SDK toolchains, pinned and installed into the project (not the system).
+TOOLS := $(CURDIR)/.tools/bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+TS_SDK := sdks/typescript
+GO_SDK := sdks/go
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check lint format generate check-generated breaking redis-server clean bench bench-generate eval
+.PHONY: run test check lint format generate check-generated breaking redis-server clean bench bench-generate eval sdk-deps
 
 ## run: serve on embedded defaults (Qdrant Edge in ./data, local MiniLM, Redis when present)
 run: $(VENV)/.installed
 	@scripts/run.sh
 
-## test: set everything up on a fresh machine, then run the whole suite
-test: $(VENV)/.installed redis-server
+## test: set everything up on a fresh machine, then run the whole suite (the SDK scenarios in
+## Python, Go and TypeScript against a live server included)
+test: $(VENV)/.installed redis-server sdk-deps
 	$(PY) -m pytest -q
 
 ## check: every static check CI runs (buf lint/format/breaking, drift, ruff, mypy strict)
@@ -55,16 +62,40 @@ format: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## generate: regenerate the committed stubs from protos/
-generate: $(VENV)/.installed
-	PYTHON=$(PY) scripts/gen_python.sh
+# The SDKs' own dependencies: Go modules (from the module proxy) and the TypeScript packages.
+sdk-deps: $(TS_SDK)/node_modules/.installed
+	cd $(GO_SDK) && go mod download
+
+$(TS_SDK)/node_modules/.installed: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
+	cd $(TS_SDK) && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# protoc-gen-go and protoc-gen-go-grpc at pinned versions, in .tools/bin.
+$(TOOLS)/.installed: Makefile
+	GOBIN=$(TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@touch $@
+
+GENERATORS := $(VENV)/.installed node_modules/.installed $(TOOLS)/.installed \
+	$(TS_SDK)/node_modules/.installed
+# Every language's stubs, generated below the directory in $$out (. for the committed ones).
+BUF_GENERATE := $(BUF) generate -o $$out && \
+	$(BUF) generate -o $$out --template buf.gen.googleapis.yaml && \
+	touch $$out/sdks/python/groundwire/v1/py.typed
+GENERATED := sdks/python/groundwire/v1 sdks/go/gen $(TS_SDK)/src/gen
+
+## generate: regenerate the committed stubs (Python, Go, TypeScript) from protos/ with buf
+generate: $(GENERATORS)
+	rm -rf $(GENERATED)
+	out=.; { $(BUF_GENERATE); } 2> >(grep -v '^Writing mypy to' >&2)
 
 ## check-generated: fail when the committed stubs differ from what protos/ generate
-check-generated: $(VENV)/.installed
-	@tmp=$$(mktemp -d); PYTHON=$(PY) scripts/gen_python.sh $$tmp >/dev/null; \
-	if diff -r -q $$tmp/groundwire/v1 sdks/python/groundwire/v1 -x __pycache__; then \
-	  echo "generated code matches protos/"; rm -rf $$tmp; \
-	else echo "generated code is stale: run 'make generate' and commit"; rm -rf $$tmp; exit 1; fi
+check-generated: $(GENERATORS)
+	@out=$$(mktemp -d); { $(BUF_GENERATE); } 2>/dev/null; stale=0; \
+	for dir in $(GENERATED); do \
+	  diff -r -q -x __pycache__ $$out/$$dir $$dir || stale=1; done; rm -rf $$out; \
+	if [ $$stale = 0 ]; then echo "generated code matches protos/ (Python, Go, TypeScript)"; \
+	else echo "generated code is stale: run 'make generate' and commit"; exit 1; fi
 
 ## breaking: buf breaking against main (the last landed contract)
 breaking: node_modules/.installed
@@ -83,4 +114,5 @@ eval: $(VENV)/.installed
 	$(PY) bench/scifact_eval.py
 
 clean:
-	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache .tools \
+	  $(TS_SDK)/node_modules $(TS_SDK)/dist

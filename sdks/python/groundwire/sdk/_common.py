@@ -1,0 +1,175 @@
+"""What the sync and async clients share: call metadata, deadlines, channel options, requests."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias, cast
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
+
+from groundwire.sdk._version import __version__
+from groundwire.sdk.errors import CORRELATION_ID_KEY
+from groundwire.v1 import generation_pb2, retrieval_pb2
+
+#: The deadline of unary calls (health, capabilities, retrieve, delete) when none is given.
+DEFAULT_UNARY_TIMEOUT_S = 30.0
+#: The deadline of streaming calls (generate, ingest) when none is given.
+DEFAULT_STREAM_TIMEOUT_S = 300.0
+#: Channel options applied before the caller's own (which win on the same key).
+DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+    "grpc.primary_user_agent": f"groundwire-sdk-python/{__version__}",
+}
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+
+ChannelOptions: TypeAlias = Sequence[tuple[str, Any]] | Mapping[str, Any]
+Metadata: TypeAlias = tuple[tuple[str, str], ...]
+RetrievalModeLike: TypeAlias = retrieval_pb2.RetrievalMode.ValueType | str
+
+
+class ServingStatus(enum.IntEnum):
+    """The ``grpc.health.v1.HealthCheckResponse.ServingStatus`` of a server."""
+
+    UNKNOWN = 0
+    SERVING = 1
+    NOT_SERVING = 2
+    SERVICE_UNKNOWN = 3
+
+
+def channel_options(options: ChannelOptions | None) -> list[tuple[str, Any]]:
+    """The defaults overlaid with the caller's options, as gRPC expects them."""
+    merged = dict(DEFAULT_CHANNEL_OPTIONS)
+    if options is not None:
+        merged.update(options.items() if isinstance(options, Mapping) else options)
+    return list(merged.items())
+
+
+def call_metadata(api_key: str | None, correlation_id: str) -> Metadata:
+    """The request metadata of one call: credentials and correlation id."""
+    if api_key:
+        return (("authorization", f"Bearer {api_key}"), (CORRELATION_ID_KEY, correlation_id))
+    return ((CORRELATION_ID_KEY, correlation_id),)
+
+
+def new_correlation_id(given: str | None) -> str:
+    """The caller's correlation id, or a fresh random one."""
+    return given if given else uuid.uuid4().hex
+
+
+def header_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The first value of ``key`` in gRPC metadata, as text."""
+    for name, value in metadata or ():
+        if name == key:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return None
+
+
+def metadata_dict(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str | bytes]:
+    """gRPC metadata as a dict (the first value of each key)."""
+    result: dict[str, str | bytes] = {}
+    for name, value in metadata or ():
+        result.setdefault(name, value)
+    return result
+
+
+def retrieval_mode(mode: RetrievalModeLike) -> retrieval_pb2.RetrievalMode.ValueType:
+    """A retrieval mode from its enum value or name (``"dense"``, ``"RETRIEVAL_MODE_DENSE"``)."""
+    if isinstance(mode, str):
+        name = mode.upper()
+        if not name.startswith("RETRIEVAL_MODE_"):
+            name = f"RETRIEVAL_MODE_{name}"
+        try:
+            return retrieval_pb2.RetrievalMode.Value(name)
+        except ValueError:
+            raise ValueError(f"unknown retrieval mode {mode!r}") from None
+    return mode
+
+
+def retrieve_request(
+    query: retrieval_pb2.RetrieveRequest | str,
+    *,
+    top_k: int | None,
+    mode: RetrievalModeLike | None,
+    filter: retrieval_pb2.MetadataFilter | None,
+    min_score: float | None,
+    bypass_cache: bool,
+) -> retrieval_pb2.RetrieveRequest:
+    """The request of ``retrieve``: the one given, or one built from a query and options."""
+    if isinstance(query, retrieval_pb2.RetrieveRequest):
+        if any(v is not None for v in (top_k, mode, filter, min_score)) or bypass_cache:
+            raise TypeError("pass options either in the RetrieveRequest or as keywords, not both")
+        return query
+    request = retrieval_pb2.RetrieveRequest(query=query, bypass_cache=bypass_cache)
+    if top_k is not None:
+        request.top_k = top_k
+    if mode is not None:
+        request.mode = retrieval_mode(mode)
+    if filter is not None:
+        request.filter.CopyFrom(filter)
+    if min_score is not None:
+        request.min_score = min_score
+    return request
+
+
+def generate_request(
+    request: generation_pb2.GenerateRequest | str,
+) -> generation_pb2.GenerateRequest:
+    """The request of ``generate``: the one given, or a bare question with server defaults."""
+    if isinstance(request, str):
+        return generation_pb2.GenerateRequest(query=request)
+    return request
+
+
+def _health_messages() -> tuple[type[message.Message], type[message.Message]]:
+    # The two messages of grpc/health/v1/health.proto, built in a private pool so the SDK
+    # needs neither grpcio-health-checking nor a slot in the default pool.
+    proto = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="groundwire_sdk/grpc/health/v1/health.proto",
+        package="grpc.health.v1",
+        syntax="proto3",
+    )
+    request = file.message_type.add(name="HealthCheckRequest")
+    request.field.add(name="service", number=1, type=proto.TYPE_STRING, label=proto.LABEL_OPTIONAL)
+    response = file.message_type.add(name="HealthCheckResponse")
+    states = response.enum_type.add(name="ServingStatus")
+    for state in ServingStatus:
+        states.value.add(name=state.name, number=state.value)
+    response.field.add(
+        name="status",
+        number=1,
+        type=proto.TYPE_ENUM,
+        type_name=".grpc.health.v1.HealthCheckResponse.ServingStatus",
+        label=proto.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return (
+        message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")
+        ),
+        message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")
+        ),
+    )
+
+
+HealthCheckRequest, HealthCheckResponse = _health_messages()
+
+
+def health_request(service: str) -> bytes:
+    """A serialized ``HealthCheckRequest`` for ``service``."""
+    return HealthCheckRequest(service=service).SerializeToString()
+
+
+def health_status(response: bytes) -> ServingStatus:
+    """The status of a serialized ``HealthCheckResponse``."""
+    decoded = HealthCheckResponse.FromString(response)
+    value = cast(int, getattr(decoded, "status"))  # noqa: B009 - a dynamic message
+    try:
+        return ServingStatus(value)
+    except ValueError:
+        return ServingStatus.UNKNOWN
