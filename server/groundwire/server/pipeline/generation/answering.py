@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from groundwire.clients.errors import DeadlineExceededError, LLMCallError, LLMUnavailableError
 from groundwire.clients.llm import ChatChunk, ChatRequest
@@ -53,7 +53,6 @@ class Outcome:
     detail: str = ""
     upstream_first_token_s: float = 0.0
     upstream_s: float = 0.0
-    started_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     # Why the answer ended abnormally, raised after the end frame (non-OK status).
     error: Exception | None = None

@@ -121,7 +121,7 @@ class GenerationPipeline:
         limits = [t for t in (soft, deadline_at) if t is not None]
         limit_at = min(limits) if limits else None
         clock = _Clock(limit_at, limit_at is not None and limit_at == deadline_at)
-        outcome = Outcome(started_at=clock.started)
+        outcome = Outcome()
         answerer: Answerer | None = None
         route: Route | None = None
         try:
@@ -140,12 +140,13 @@ class GenerationPipeline:
                 async for event in self._replay(lookup, clock, outcome):
                     yield event
                 return
-            produced: list[GenerationEvent] = []
+            produced: list[GenerationEvent] = []  # kept for the answer cache only
             async with contextlib.aclosing(answerer.events()) as events:
                 async for event in events:
                     if isinstance(event, Start):
                         route = event.route
-                    produced.append(event)
+                    if lookup is not None:
+                        produced.append(event)
                     yield event
             if outcome.finish is None:  # every route failed before its first token
                 route = Route.DEGRADED
@@ -154,10 +155,9 @@ class GenerationPipeline:
                     yield event
                 return
             end = self._end(clock, outcome, answerer.ledger.usage(), answerer.ledger.cost_micros())
-            produced.append(end)
             yield end
             if lookup is not None:
-                self._answers.store(tenant, lookup, produced)
+                self._answers.store(tenant, lookup, [*produced, end])
             if outcome.error is not None:
                 raise outcome.error
             if outcome.finish is Finish.TIME_LIMIT and clock.limit_is_deadline:
