@@ -24,7 +24,7 @@ const (
 // ErrorReason is the machine-readable reason carried in the `google.rpc.ErrorInfo`
 // detail of every non-OK status groundwire returns. The `ErrorInfo.domain` is always
 // `groundwire.v1`, and `ErrorInfo.reason` is the name of one of these values (for
-// example `"INVALID_FIELD"`). `ErrorInfo.metadata` always holds `correlation_id`.
+// example `"ERROR_REASON_INVALID_FIELD"`). `ErrorInfo.metadata` always holds `correlation_id`.
 // Callers should switch on the reason rather than parse the status message.
 type ErrorReason int32
 
