@@ -56,6 +56,9 @@ lint: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@cd $(GO_SDK) && unformatted=$$(gofmt -l .) && [ -z "$$unformatted" ] || \
+	  { echo "gofmt would change: $$unformatted"; exit 1; }
+	cd $(GO_SDK) && go vet ./...
 
 format: $(VENV)/.installed node_modules/.installed
 	$(BUF) format -w

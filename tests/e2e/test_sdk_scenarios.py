@@ -62,9 +62,7 @@ def test_python_sdk_scenario(stack: LiveStack) -> None:
 
 
 def test_go_sdk_scenario(stack: LiveStack) -> None:
-    output = _run(
-        ["go", "test", "-count=1", "-v", "./..."], REPO / "sdks" / "go", stack.env("go")
-    )
+    output = _run(["go", "test", "-count=1", "-v", "./..."], REPO / "sdks" / "go", stack.env("go"))
     assert "--- PASS: TestScenario" in output, output[-3000:]
     _timing(output, "go")
 
