@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.live import REPO, LiveStack, live_stack
+from tests.e2e.live import REPO, LiveStack
 from tests.e2e.sdk_scenario import run_scenario
 
 pytestmark = pytest.mark.sdk
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    with live_stack(tmp_path_factory.mktemp("live")) as running:
-        yield running
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
