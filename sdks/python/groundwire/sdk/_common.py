@@ -10,7 +10,7 @@ from typing import Any, TypeAlias, cast
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
 from groundwire.sdk._version import __version__
-from groundwire.sdk.errors import CORRELATION_ID_KEY
+from groundwire.sdk.errors import CORRELATION_ID_KEY, GroundwireError
 from groundwire.v1 import generation_pb2, retrieval_pb2
 
 #: The deadline of unary calls (health, capabilities, retrieve, delete) when none is given.
@@ -173,3 +173,94 @@ def health_status(response: bytes) -> ServingStatus:
         return ServingStatus(value)
     except ValueError:
         return ServingStatus.UNKNOWN
+
+
+class FrameRecord:
+    """What one ``Generate`` stream has received so far; shared by the sync and asyncio
+    streams, which feed it each frame (:meth:`_observe`) and the response headers."""
+
+    def __init__(self, sent_id: str) -> None:
+        self._headers: dict[str, str | bytes] | None = None
+        self._done = False
+        #: The correlation id sent with the request.
+        self.sent_correlation_id = sent_id
+        #: The start frame, once received.
+        self.start: generation_pb2.StartFrame | None = None
+        #: The end frame, once received.
+        self.end: generation_pb2.EndFrame | None = None
+        #: The citation frames received so far.
+        self.citations: list[generation_pb2.CitationFrame] = []
+        #: The error the stream ended with, if any.
+        self.error: GroundwireError | None = None
+        self._answer: list[str] = []
+
+    @property
+    def answer(self) -> str:
+        """The answer text received so far (the deltas, concatenated)."""
+        return "".join(self._answer)
+
+    @property
+    def done(self) -> bool:
+        """True once the stream has ended, successfully or not."""
+        return self._done
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id the server echoed in its response headers.
+
+        Known once the headers have arrived (with the first frame, or with an error); ``None``
+        before. ``initial_metadata()`` waits for them.
+        """
+        if self._headers is None:
+            return None
+        return header_value(self._headers.items(), CORRELATION_ID_KEY)
+
+    def cancel(self) -> None:
+        """Cancel the call (each stream implements it over its own kind of call)."""
+        raise NotImplementedError
+
+    def _observe(self, frame: generation_pb2.GenerateResponse) -> None:
+        kind = frame.WhichOneof("frame")
+        if kind == "start":
+            self.start = frame.start
+        elif kind == "delta":
+            self._answer.append(frame.delta.text)
+        elif kind == "citation":
+            self.citations.append(frame.citation)
+        elif kind == "end":
+            self.end = frame.end
+
+
+class TextView:
+    """The frame state of a text-only stream, read from the frame stream beneath it."""
+
+    stream: FrameRecord
+
+    @property
+    def start(self) -> generation_pb2.StartFrame | None:
+        """The start frame (route, model, sources), once received."""
+        return self.stream.start
+
+    @property
+    def end(self) -> generation_pb2.EndFrame | None:
+        """The end frame, once received."""
+        return self.stream.end
+
+    @property
+    def citations(self) -> list[generation_pb2.CitationFrame]:
+        """The citation frames received so far."""
+        return self.stream.citations
+
+    @property
+    def answer(self) -> str:
+        """The answer text received so far."""
+        return self.stream.answer
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id the server echoed."""
+        return self.stream.correlation_id
+
+    def cancel(self) -> None:
+        """Cancel the call."""
+        self.stream.cancel()

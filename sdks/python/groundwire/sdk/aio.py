@@ -16,19 +16,19 @@ from groundwire.sdk._common import (
     DEFAULT_UNARY_TIMEOUT_S,
     HEALTH_CHECK_METHOD,
     ChannelOptions,
+    FrameRecord,
     RetrievalModeLike,
     ServingStatus,
+    TextView,
     call_metadata,
     channel_options,
     generate_request,
-    header_value,
     health_request,
     health_status,
     metadata_dict,
     new_correlation_id,
     retrieve_request,
 )
-from groundwire.sdk.errors import CORRELATION_ID_KEY, GroundwireError
 from groundwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -53,7 +53,7 @@ def _task_is_cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-class AsyncGenerateStream(AsyncIterator[generation_pb2.GenerateResponse]):
+class AsyncGenerateStream(FrameRecord, AsyncIterator[generation_pb2.GenerateResponse]):
     """One ``Generate`` call: ``async for`` over it for the typed frames.
 
     Records :attr:`start`, :attr:`citations`, :attr:`answer` and :attr:`end` as they arrive. A
@@ -67,41 +67,8 @@ class AsyncGenerateStream(AsyncIterator[generation_pb2.GenerateResponse]):
     def __init__(self, call: _GenerateCall, sent_id: str) -> None:
         self._call = call
         self._frames = call.__aiter__()
-        self._headers: dict[str, str | bytes] | None = None
-        self._done = False
+        super().__init__(sent_id)
         self._cancel_requested = False
-        #: The correlation id sent with the request.
-        self.sent_correlation_id = sent_id
-        #: The start frame, once received.
-        self.start: generation_pb2.StartFrame | None = None
-        #: The end frame, once received.
-        self.end: generation_pb2.EndFrame | None = None
-        #: The citation frames received so far.
-        self.citations: list[generation_pb2.CitationFrame] = []
-        #: The error the stream ended with, if any.
-        self.error: GroundwireError | None = None
-        self._answer: list[str] = []
-
-    @property
-    def answer(self) -> str:
-        """The answer text received so far (the deltas, concatenated)."""
-        return "".join(self._answer)
-
-    @property
-    def done(self) -> bool:
-        """True once the stream has ended, successfully or not."""
-        return self._done
-
-    @property
-    def correlation_id(self) -> str | None:
-        """The correlation id the server echoed in its response headers.
-
-        Known once the headers have arrived (with the first frame, or with an error); ``None``
-        before. ``await`` :meth:`initial_metadata` to wait for them.
-        """
-        if self._headers is None:
-            return None
-        return header_value(self._headers.items(), CORRELATION_ID_KEY)
 
     async def initial_metadata(self) -> dict[str, str | bytes]:
         """The server's response headers, waiting for them if need be."""
@@ -159,17 +126,6 @@ class AsyncGenerateStream(AsyncIterator[generation_pb2.GenerateResponse]):
                 raise
             self._headers = self._headers or {}
 
-    def _observe(self, frame: generation_pb2.GenerateResponse) -> None:
-        kind = frame.WhichOneof("frame")
-        if kind == "start":
-            self.start = frame.start
-        elif kind == "delta":
-            self._answer.append(frame.delta.text)
-        elif kind == "citation":
-            self.citations.append(frame.citation)
-        elif kind == "end":
-            self.end = frame.end
-
     async def text(self) -> AsyncIterator[str]:
         """Iterate only the delta texts; the other frames are still recorded."""
         async for frame in self:
@@ -190,45 +146,18 @@ class AsyncGenerateStream(AsyncIterator[generation_pb2.GenerateResponse]):
             self._done = True
 
 
-class AsyncTextStream(AsyncIterator[str]):
+class AsyncTextStream(TextView, AsyncIterator[str]):
     """The delta texts of one ``Generate`` call; the other frames stay on :attr:`stream`.
 
     After the iteration, :attr:`end` holds the end frame (usage, cost, finish reason).
     """
 
+    stream: AsyncGenerateStream
+
     def __init__(self, stream: AsyncGenerateStream) -> None:
         #: The underlying frame stream.
         self.stream = stream
         self._texts = stream.text()
-
-    @property
-    def start(self) -> generation_pb2.StartFrame | None:
-        """The start frame (route, model, sources), once received."""
-        return self.stream.start
-
-    @property
-    def end(self) -> generation_pb2.EndFrame | None:
-        """The end frame, once received."""
-        return self.stream.end
-
-    @property
-    def citations(self) -> list[generation_pb2.CitationFrame]:
-        """The citation frames received so far."""
-        return self.stream.citations
-
-    @property
-    def answer(self) -> str:
-        """The answer text received so far."""
-        return self.stream.answer
-
-    @property
-    def correlation_id(self) -> str | None:
-        """The correlation id the server echoed (see :attr:`AsyncGenerateStream.correlation_id`)."""
-        return self.stream.correlation_id
-
-    def cancel(self) -> None:
-        """Cancel the call."""
-        self.stream.cancel()
 
     def __aiter__(self) -> Self:
         return self

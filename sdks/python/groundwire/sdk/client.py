@@ -15,19 +15,19 @@ from groundwire.sdk._common import (
     DEFAULT_UNARY_TIMEOUT_S,
     HEALTH_CHECK_METHOD,
     ChannelOptions,
+    FrameRecord,
     RetrievalModeLike,
     ServingStatus,
+    TextView,
     call_metadata,
     channel_options,
     generate_request,
-    header_value,
     health_request,
     health_status,
     metadata_dict,
     new_correlation_id,
     retrieve_request,
 )
-from groundwire.sdk.errors import CORRELATION_ID_KEY, GroundwireError
 from groundwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -44,7 +44,7 @@ __all__ = ["Client", "GenerateStream", "TextStream"]
 _T = TypeVar("_T")
 
 
-class GenerateStream(Iterator[generation_pb2.GenerateResponse]):
+class GenerateStream(FrameRecord, Iterator[generation_pb2.GenerateResponse]):
     """One ``Generate`` call: iterate it for the typed frames, in the order the server sends.
 
     The stream also records what it has seen: :attr:`start`, :attr:`citations`,
@@ -59,40 +59,7 @@ class GenerateStream(Iterator[generation_pb2.GenerateResponse]):
         self._call = call
         self._frames = iter(call)
         self._lock = threading.Lock()
-        self._headers: dict[str, str | bytes] | None = None
-        self._done = False
-        #: The correlation id sent with the request.
-        self.sent_correlation_id = sent_id
-        #: The start frame, once received.
-        self.start: generation_pb2.StartFrame | None = None
-        #: The end frame, once received.
-        self.end: generation_pb2.EndFrame | None = None
-        #: The citation frames received so far.
-        self.citations: list[generation_pb2.CitationFrame] = []
-        #: The error the stream ended with, if any.
-        self.error: GroundwireError | None = None
-        self._answer: list[str] = []
-
-    @property
-    def answer(self) -> str:
-        """The answer text received so far (the deltas, concatenated)."""
-        return "".join(self._answer)
-
-    @property
-    def done(self) -> bool:
-        """True once the stream has ended, successfully or not."""
-        return self._done
-
-    @property
-    def correlation_id(self) -> str | None:
-        """The correlation id the server echoed in its response headers.
-
-        Known once the headers have arrived (with the first frame, or with an error); ``None``
-        before. :meth:`initial_metadata` waits for them.
-        """
-        if self._headers is None:
-            return None
-        return header_value(self._headers.items(), CORRELATION_ID_KEY)
+        super().__init__(sent_id)
 
     def initial_metadata(self) -> dict[str, str | bytes]:
         """The server's response headers, waiting for them if need be."""
@@ -140,17 +107,6 @@ class GenerateStream(Iterator[generation_pb2.GenerateResponse]):
         except Exception:  # no headers were received
             self._headers = self._headers or {}
 
-    def _observe(self, frame: generation_pb2.GenerateResponse) -> None:
-        kind = frame.WhichOneof("frame")
-        if kind == "start":
-            self.start = frame.start
-        elif kind == "delta":
-            self._answer.append(frame.delta.text)
-        elif kind == "citation":
-            self.citations.append(frame.citation)
-        elif kind == "end":
-            self.end = frame.end
-
     def text(self) -> Iterator[str]:
         """Iterate only the delta texts; the other frames are still recorded."""
         for frame in self:
@@ -171,45 +127,18 @@ class GenerateStream(Iterator[generation_pb2.GenerateResponse]):
             self._done = True
 
 
-class TextStream(Iterator[str]):
+class TextStream(TextView, Iterator[str]):
     """The delta texts of one ``Generate`` call; the other frames stay on :attr:`stream`.
 
     After the iteration, :attr:`end` holds the end frame (usage, cost, finish reason).
     """
 
+    stream: GenerateStream
+
     def __init__(self, stream: GenerateStream) -> None:
         #: The underlying frame stream.
         self.stream = stream
         self._texts = stream.text()
-
-    @property
-    def start(self) -> generation_pb2.StartFrame | None:
-        """The start frame (route, model, sources), once received."""
-        return self.stream.start
-
-    @property
-    def end(self) -> generation_pb2.EndFrame | None:
-        """The end frame, once received."""
-        return self.stream.end
-
-    @property
-    def citations(self) -> list[generation_pb2.CitationFrame]:
-        """The citation frames received so far."""
-        return self.stream.citations
-
-    @property
-    def answer(self) -> str:
-        """The answer text received so far."""
-        return self.stream.answer
-
-    @property
-    def correlation_id(self) -> str | None:
-        """The correlation id the server echoed (see :attr:`GenerateStream.correlation_id`)."""
-        return self.stream.correlation_id
-
-    def cancel(self) -> None:
-        """Cancel the call."""
-        self.stream.cancel()
 
     def __iter__(self) -> Self:
         return self
