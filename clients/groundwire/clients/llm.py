@@ -14,7 +14,7 @@ import email.utils
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -96,7 +96,6 @@ class _SseParser:
 
     buffer: bytes = b""
     done: bool = False
-    payloads: list[bytes] = field(default_factory=list)
 
     def feed(self, data: bytes) -> list[bytes]:
         self.buffer += data

@@ -103,25 +103,32 @@ class Answerer:
         self.text = ""
         self._current: _Attempt | None = None
         self._started: _Attempt | None = None  # the attempt whose first token was sent
+        self._built: dict[str, Prompt | None] = {}
 
     @property
     def failures(self) -> list[str]:
         """Why earlier attempts failed, in order."""
         return self._plan.failures
 
-    async def first_prompt(self) -> Prompt | None:
+    def first_prompt(self) -> Prompt | None:
         """The prompt the first route would send (for the answer cache key)."""
         chain_head = self._plan.next()
         if chain_head is None:
             return None
         spec, route = chain_head
         self._plan.put_back(spec, route)
-        return self._prompts.build(
-            self._query,
-            self._sources,
-            window=spec.context_window,
-            max_output_tokens=self._max_tokens(spec),
-        )
+        return self._build(spec)
+
+    def _build(self, spec: ModelSpec) -> Prompt | None:
+        """The prompt fitted to ``spec``'s window, built once per model."""
+        if spec.name not in self._built:
+            self._built[spec.name] = self._prompts.build(
+                self._query,
+                self._sources,
+                window=spec.context_window,
+                max_output_tokens=self._max_tokens(spec),
+            )
+        return self._built[spec.name]
 
     async def events(self) -> AsyncGenerator[GenerationEvent]:
         """Start, deltas and citations. Ends without output when every route failed before
@@ -164,12 +171,7 @@ class Answerer:
     def _prompt_for(self, spec: ModelSpec, route: Route) -> Prompt | None:
         """The prompt for ``spec``. When the whole prompt does not fit, the long-context model
         goes first (``spec`` stays next in line, to get fewer sources if that one fails)."""
-        prompt = self._prompts.build(
-            self._query,
-            self._sources,
-            window=spec.context_window,
-            max_output_tokens=self._max_tokens(spec),
-        )
+        prompt = self._build(spec)
         whole = prompt is not None and len(prompt.sources) == len(self._sources)
         if (
             not whole

@@ -224,7 +224,7 @@ class GenerationPipeline:
         sampling = request.sampling
         if not self._answers.applies(sampling.temperature, request.use_cache):
             return None
-        prompt = await answerer.first_prompt()
+        prompt = answerer.first_prompt()
         if prompt is None:
             return None
         key = self._answers.key(
