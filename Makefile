@@ -35,7 +35,7 @@ check: lint check-generated breaking
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c requirements.lock -e ".[local,dev]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[local,dev,tools]"
 	@touch $@
 
 # `npm ci` rejects this lock (npm 11 drops the other platforms' optional buf binaries from it);
