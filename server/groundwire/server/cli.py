@@ -1,4 +1,4 @@
-"""The ``groundwire`` command: serve, ingest, retrieve, ask."""
+"""The ``groundwire`` command: serve, ingest, retrieve, ask, eval."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _call_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
     return metadata
 
 
-def _describe_error(error: grpc.aio.AioRpcError) -> str:
+def describe_error(error: grpc.aio.AioRpcError) -> str:
     """A one-paragraph explanation of a failed call, with field violations."""
     lines = [f"error: {error.code().name}: {error.details()}"]
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -246,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=sorted(MODES))
     ask.add_argument("--where", action="append", default=[], metavar="FIELD=V[|V…]")
     ask.add_argument("--where-int", action="append", default=[], metavar="FIELD=N[|N…]")
+
+    # Imported here: it imports this module (for CHANNEL_OPTIONS) through the measure package.
+    from groundwire.server.evaluation import command as eval_command
+
+    eval_command.add_arguments(
+        sub.add_parser(
+            "eval",
+            help="retrieval (and answer) quality on a BEIR-format dataset, with a report",
+            description=eval_command.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -254,11 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "eval":
+        from groundwire.server.evaluation import command as eval_command
+
+        return eval_command.main(args)
     runner = {"ingest": _ingest, "retrieve": _retrieve, "ask": _ask}[args.command]
     try:
         return asyncio.run(runner(args))
     except grpc.aio.AioRpcError as error:
-        print(_describe_error(error), file=sys.stderr)
+        print(describe_error(error), file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

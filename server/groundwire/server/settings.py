@@ -236,8 +236,16 @@ class SettingsError(Exception):
     """Settings failed validation; the message names each variable and the reason."""
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings, turning pydantic's error into one readable message."""
+# No variable has this prefix, so settings built with it read nothing from the environment.
+_NO_ENVIRONMENT = "GROUNDWIRE_READS_NO_VARIABLE_"
+
+
+def load_settings(*, read_environment: bool = True, **overrides: Any) -> Settings:
+    """Read and validate the settings, turning pydantic's error into one readable message.
+    With ``read_environment=False`` only ``overrides`` and the defaults count (a benchmark's
+    parts must not pick up the shell's ``GROUNDWIRE_*``)."""
+    if not read_environment:
+        overrides = {"_env_prefix": _NO_ENVIRONMENT, **overrides}
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -10,11 +10,14 @@ Row = Sequence[Any]
 
 
 def cell(value: Any) -> str:
-    """A value as table text: floats to 4 decimals below 10, 1 decimal above; NaN as '-'."""
+    """A value as table text: floats to 4 decimals below 1 (scores), 2 below 10, 1 above
+    (milliseconds, rates); NaN as '-'."""
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        if abs(value) < 1:
+            return f"{value:.4f}"
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 

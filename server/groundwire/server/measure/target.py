@@ -12,13 +12,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from groundwire.server.app import GroundwireServer, build_components
 from groundwire.server.cli import CHANNEL_OPTIONS
 from groundwire.server.settings import AuthMode, CliSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from groundwire.server.app import GroundwireServer
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -76,12 +78,20 @@ def quiet_server_logs() -> None:
 
 
 @contextlib.asynccontextmanager
-async def in_process_server(**overrides: Any) -> AsyncIterator[GroundwireServer]:
-    """A server built exactly as ``groundwire serve`` builds it (``GROUNDWIRE_*`` apply), on
-    127.0.0.1:0 with no metrics port; ``overrides`` are settings fields that win over the
-    environment. Stopped, and its client layer closed, on exit."""
+async def in_process_server(
+    *, read_environment: bool = True, **overrides: Any
+) -> AsyncIterator[GroundwireServer]:
+    """A server built exactly as ``groundwire serve`` builds it (``GROUNDWIRE_*`` apply unless
+    ``read_environment`` is false), on 127.0.0.1:0 with no metrics port; ``overrides`` are
+    settings fields that win over the environment. Stopped, and its client layer closed, on
+    exit."""
+    # Imported here: the CLI imports this module to build its arguments, and every command
+    # would otherwise pay for loading the whole server.
+    from groundwire.server.app import GroundwireServer, build_components
+
     settings = load_settings(
-        **{"listen": "127.0.0.1:0", "metrics_port": None, "grace_period_s": 0.0, **overrides}
+        read_environment=read_environment,
+        **{"listen": "127.0.0.1:0", "metrics_port": None, "grace_period_s": 0.0, **overrides},
     )
     server = GroundwireServer(settings, await build_components(settings))
     await server.start()

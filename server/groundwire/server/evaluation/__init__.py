@@ -1,0 +1,1 @@
+"""``groundwire eval``: retrieval and answer quality on a BEIR-format dataset."""
