@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check lint format generate check-generated breaking redis-server clean bench bench-generate eval sdk-deps
+.PHONY: run test check lint format generate check-generated breaking redis-server clean bench eval eval-gate sdk-deps
 
 ## run: serve on embedded defaults (Qdrant Edge in ./data, local MiniLM, Redis when present)
 run: $(VENV)/.installed
@@ -106,16 +106,22 @@ breaking: node_modules/.installed
 	  $(BUF) breaking --against '.git#branch=main'; \
 	else echo "no main branch to compare with; skipping buf breaking"; fi
 
-bench: $(VENV)/.installed redis-server
-	$(PY) bench/retrieval_bench.py
+SCIFACT := ../shared/datasets/scifact
 
-## bench-generate: Generate beside direct AsyncOpenAI against one scripted upstream (~2.5 min)
-bench-generate: $(VENV)/.installed
-	$(PY) bench/generate_bench.py
-
+## eval: retrieval quality per mode on BEIR SciFact (nDCG@10, Recall@10/100, MRR@10, latency),
+## report and plots in results/eval/scifact; the index in data/eval is reused by the next run
 eval: $(VENV)/.installed
-	$(PY) bench/scifact_eval.py
+	$(VENV)/bin/groundwire eval $(SCIFACT)
+
+## eval-gate: what CI runs: fails when dense nDCG@10 < 0.64 or hybrid < sparse
+eval-gate: $(VENV)/.installed
+	$(VENV)/bin/groundwire eval $(SCIFACT) --min-dense-ndcg 0.64 --require-hybrid-ge-sparse
+
+## bench: Retrieve and Generate under load over gRPC beside the direct calls, at concurrency
+## 1, 32 and 256; tables, JSON and plots in results/bench
+bench: $(VENV)/.installed redis-server
+	$(VENV)/bin/groundwire bench --dataset $(SCIFACT)
 
 clean:
-	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache .tools \
+	rm -rf $(VENV) node_modules data results .pytest_cache .mypy_cache .ruff_cache .tools \
 	  $(TS_SDK)/node_modules $(TS_SDK)/dist

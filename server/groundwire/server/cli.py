@@ -1,4 +1,4 @@
-"""The ``groundwire`` command: serve, ingest, retrieve, ask, eval."""
+"""The ``groundwire`` command: serve, ingest, retrieve, ask, eval, bench."""
 
 from __future__ import annotations
 
@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--where", action="append", default=[], metavar="FIELD=V[|V…]")
     ask.add_argument("--where-int", action="append", default=[], metavar="FIELD=N[|N…]")
 
-    # Imported here: it imports this module (for CHANNEL_OPTIONS) through the measure package.
+    # Imported here: both import this module (for CHANNEL_OPTIONS) through the measure package.
+    from groundwire.server.benchmark import command as bench_command
     from groundwire.server.evaluation import command as eval_command
 
     eval_command.add_arguments(
@@ -255,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
             "eval",
             help="retrieval (and answer) quality on a BEIR-format dataset, with a report",
             description=eval_command.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    bench_command.add_arguments(
+        sub.add_parser(
+            "bench",
+            help="load-test Retrieve and Generate over gRPC beside the direct calls",
+            description=bench_command.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
@@ -266,10 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "eval":
+    if args.command in ("eval", "bench"):
+        from groundwire.server.benchmark import command as bench_command
         from groundwire.server.evaluation import command as eval_command
 
-        return eval_command.main(args)
+        if args.command == "eval":
+            return eval_command.main(args)
+        return bench_command.main(args)
     runner = {"ingest": _ingest, "retrieve": _retrieve, "ask": _ask}[args.command]
     try:
         return asyncio.run(runner(args))

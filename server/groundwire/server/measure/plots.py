@@ -108,15 +108,24 @@ def line_plot(
     ylabel: str,
     log_x: bool = True,
     log_y: bool = False,
-    dashed: Sequence[str] = (),
+    colors: Mapping[str, str] | None = None,
+    styles: Mapping[str, str] | None = None,
 ) -> Path:
     """Lines against ``x`` (concurrency, typically), one per series; NaN points are gaps.
-    Series named in ``dashed`` (the direct baselines) are drawn dashed."""
+    ``colors`` and ``styles`` (matplotlib line styles) by series name let related series
+    share a colour (a variant) or a style (a statistic); others get the defaults."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=_SIZE)
     for name, values in series.items():
-        style = "--" if name in dashed else "-"
-        ax.plot(x, values, style, marker="o", markersize=4, label=name)
+        ax.plot(
+            x,
+            values,
+            (styles or {}).get(name, "-"),
+            color=(colors or {}).get(name),
+            marker="o",
+            markersize=4,
+            label=name,
+        )
     if log_x:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(x), [f"{v:g}" for v in x])

@@ -82,6 +82,7 @@ class RedisServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def flush(self) -> None:
         """Empty every database."""

@@ -1,0 +1,1 @@
+"""``groundwire bench``: a gRPC load generator beside the direct calls it wraps."""

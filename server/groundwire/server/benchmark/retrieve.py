@@ -1,0 +1,277 @@
+"""The Retrieve scenario: our server's Retrieve (cache miss, cache hit, optionally cache
+bypassed) beside the direct baseline, at each concurrency level and mode, interleaved.
+
+The server is a separate ``groundwire serve`` process (Qdrant Edge on disk, the bundled
+MiniLM, a private ``redis-server``; auth off), like the Generate scenario's: so the load
+generator never shares its event loop or its GIL, and the CPU the server spends per call can
+be read from ``/proc`` (the sizing figure, Retrieve QPS per core). The direct baseline runs
+in this process on its own copy of the same index: the corpus is ingested once, through
+``IngestDocuments`` into a server in this process, whose data directory is then copied for
+the child (only one process may own an Edge shard); the original is reopened here with the
+embedder and BM25 encoder built as the server builds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import shutil
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from groundwire.server.benchmark.load import Measured, Tick, run_slice
+from groundwire.server.benchmark.plan import Plan, rotation
+from groundwire.server.benchmark.processes import (
+    CpuProbe,
+    child_env,
+    child_process,
+    serve_argv,
+    wait_until_serving,
+)
+from groundwire.server.benchmark.retrieve_calls import (
+    DirectParts,
+    RetrieveCall,
+    RetrieveTiming,
+    cycled,
+    direct_call,
+    grpc_call,
+    read_corpus,
+    read_queries,
+)
+from groundwire.server.benchmark.summaries import retrieve_comparison, retrieve_summary
+from groundwire.server.cli import CHANNEL_OPTIONS
+from groundwire.server.measure.redis_process import RedisServer, free_port
+from groundwire.v1 import documents_pb2, documents_pb2_grpc
+
+SERVER_VARIANTS = ("bypass", "miss", "hit")
+EXPECT_HIT = {"miss": False, "hit": True}
+INGEST_PER_STREAM = 128
+WARM_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class RetrieveOptions:
+    """What the Retrieve scenario runs besides the plan."""
+
+    dataset: Path
+    docs: int
+    modes: tuple[str, ...]
+    variants: tuple[str, ...]  # of SERVER_VARIANTS; direct always runs
+    top_k: int
+    hit_queries: int
+    server_env: Mapping[str, str]  # GROUNDWIRE_* for the servers started here
+
+
+def _settings_overrides(server_env: Mapping[str, str]) -> dict[str, str]:
+    """``GROUNDWIRE_EDGE_HNSW=true`` → ``{"edge_hnsw": "true"}``, for in-process settings."""
+    return {k.removeprefix("GROUNDWIRE_").lower(): v for k, v in server_env.items()}
+
+
+def _local_settings(data_dir: Path, server_env: Mapping[str, str]) -> dict[str, Any]:
+    """Settings for the parts built in this process, configured like the child server: by
+    the benchmark and ``server_env`` alone, not by this environment's ``GROUNDWIRE_*``."""
+    return {
+        "read_environment": False,
+        "data_dir": data_dir,
+        "vector_store": "edge",
+        "embedder": "local",
+        "auth_mode": "off",
+        "redis_url": None,
+        "llm_base_url": None,
+        "llm_catalog": None,
+        **_settings_overrides(server_env),
+    }
+
+
+async def _ingest(
+    docs: Sequence[documents_pb2.Document], data_dir: Path, options: RetrieveOptions, tick: Tick
+) -> dict[str, Any]:
+    """Ingest ``docs`` through ``IngestDocuments`` into a server in this process."""
+    from groundwire.server.auth import DEFAULT_TENANT
+    from groundwire.server.measure.target import in_process_server
+
+    started = time.perf_counter()
+    failed = 0
+    async with (
+        in_process_server(**_local_settings(data_dir, options.server_env)) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel,
+    ):
+        stub: Any = documents_pb2_grpc.DocumentServiceStub(channel)
+        for start in range(0, len(docs), INGEST_PER_STREAM):
+            part = docs[start : start + INGEST_PER_STREAM]
+
+            async def stream(
+                part: Sequence[documents_pb2.Document] = part,
+            ) -> AsyncIterator[documents_pb2.IngestDocumentsRequest]:
+                for doc in part:
+                    yield documents_pb2.IngestDocumentsRequest(document=doc)
+
+            response = await stub.IngestDocuments(stream(), timeout=3600)
+            failed += response.failed
+            for _ in part:
+                tick("retrieve ingest")
+        chunks = await server.components.store.count(DEFAULT_TENANT)
+    return {
+        "documents": len(docs),
+        "failed": failed,
+        "chunks": chunks,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _direct_parts(
+    data_dir: Path, server_env: Mapping[str, str]
+) -> AsyncIterator[DirectParts]:
+    """The embedder, BM25 encoder and store over ``data_dir``, as ``groundwire serve`` builds
+    them."""
+    from groundwire.clients.sparse import Bm25Encoder
+    from groundwire.server.app import build_dense_embedder, build_store
+    from groundwire.server.settings import load_settings
+
+    settings = load_settings(**_local_settings(data_dir, server_env), metrics_port=None)
+    dense = await build_dense_embedder(settings)
+    store = await build_store(settings)
+    try:
+        await store.ensure_collection(
+            dense.embedder_id if dense else "", dense.dimension if dense else 0
+        )
+        yield DirectParts(dense, Bm25Encoder(avg_len=settings.bm25_avg_len), store)
+    finally:
+        await store.close()
+        if dense is not None:
+            await dense.close()
+
+
+async def run_retrieve(
+    plan: Plan, options: RetrieveOptions, work: Path, tick: Tick
+) -> dict[str, Any]:
+    """Ingest, start the server and Redis, measure every mode and level; the results."""
+    docs = read_corpus(options.dataset, options.docs)
+    queries = read_queries(options.dataset)
+    hit_pool, miss_pool = queries[: options.hit_queries], queries[options.hit_queries :]
+    direct_dir, server_dir = work / "retrieve-direct", work / "retrieve-server"
+    ingest = await _ingest(docs, direct_dir, options, tick)
+    shutil.copytree(direct_dir, server_dir)
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        env = child_env(
+            {
+                "GROUNDWIRE_LISTEN": f"127.0.0.1:{port}",
+                "GROUNDWIRE_DATA_DIR": str(server_dir),
+                "GROUNDWIRE_REDIS_URL": redis.url,
+                "GROUNDWIRE_METRICS_PORT": "0",
+                "GROUNDWIRE_LOG_LEVEL": "WARNING",
+                "GROUNDWIRE_GRACE_PERIOD_S": "0",
+                **options.server_env,
+            }
+        )
+        child = stack.enter_context(child_process("server-retrieve", serve_argv(), env, work))
+        address = f"127.0.0.1:{port}"
+        # The child loads its model while this process loads its own.
+        async with _direct_parts(direct_dir, options.server_env) as parts:
+            await wait_until_serving(child, address)
+            assert redis.process is not None
+            probe = CpuProbe({"server": child.pid, "redis": redis.process.pid})
+            async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+                levels = []
+                for mode in options.modes:
+                    for concurrency in plan.levels:
+                        level = _Level(plan, options, parts, channel, redis, probe, tick)
+                        levels.append(await level.run(mode, concurrency, hit_pool, miss_pool))
+    return {
+        "dataset": str(options.dataset),
+        "ingest": ingest,
+        "queries": len(miss_pool),
+        "hit_queries": len(hit_pool),
+        "top_k": options.top_k,
+        "variants": ["direct", *options.variants],
+        "levels": levels,
+    }
+
+
+@dataclass
+class _Level:
+    """Every variant at one (mode, level)."""
+
+    plan: Plan
+    options: RetrieveOptions
+    parts: DirectParts
+    channel: grpc.aio.Channel
+    redis: RedisServer
+    probe: CpuProbe
+    tick: Tick
+
+    def _call(self, variant: str, mode: str, texts: Sequence[str]) -> RetrieveCall:
+        top_k = self.options.top_k
+        if variant == "direct":
+            return direct_call(self.parts, mode, top_k, texts)
+        return grpc_call(self.channel, mode, top_k, texts, bypass=variant == "bypass")
+
+    async def _warm_hits(self, mode: str, hit_pool: Sequence[str]) -> None:
+        """Fill the cache with the hit queries until each one hits (entries are written after
+        the answer, in the background)."""
+        call = self._call("hit", mode, hit_pool)
+        for _ in range(5):
+            done = await run_slice(call, len(hit_pool), WARM_CONCURRENCY, deadline_s=60)
+            if all(r is not None and r.cache_hit for r in done.results):
+                return
+            await asyncio.sleep(0.05)
+
+    async def run(
+        self, mode: str, concurrency: int, hit_pool: Sequence[str], miss_pool: Sequence[str]
+    ) -> dict[str, Any]:
+        """An untimed warm-up, then the rounds, the variants' order rotating each round. The
+        direct, bypass and miss calls of a round ask the same (distinct) queries; Redis is
+        emptied before each miss slice and refilled with the hit queries before each hit one."""
+        order = ["direct", *self.options.variants]
+        per_slice = self.plan.calls_per_slice(concurrency)
+        warm = cycled(hit_pool, 0, concurrency)
+        for variant in order:
+            await run_slice(self._call(variant, mode, warm), len(warm), concurrency, deadline_s=60)
+        measured: dict[str, Measured[RetrieveTiming]] = {v: Measured() for v in order}
+        for round_number in range(self.plan.rounds):
+            texts = cycled(miss_pool, round_number * per_slice, per_slice)
+            for variant in rotation(order, round_number):
+                if variant in EXPECT_HIT:
+                    await asyncio.to_thread(self.redis.flush)
+                if variant == "hit":
+                    await self._warm_hits(mode, hit_pool)
+                asked = cycled(hit_pool, 0, per_slice) if variant == "hit" else texts
+                measured[variant].slices.append(
+                    await run_slice(
+                        self._call(variant, mode, asked),
+                        per_slice,
+                        concurrency,
+                        deadline_s=self.plan.slice_seconds,
+                        cpu=self.probe,
+                        on_done=functools.partial(
+                            self.tick, f"retrieve {mode} c={concurrency} {variant}"
+                        ),
+                    )
+                )
+        planned = per_slice * self.plan.rounds
+        rows = {
+            v: retrieve_summary(
+                measured[v],
+                planned=planned,
+                worker="bench" if v == "direct" else "server",
+                expect_hit=EXPECT_HIT.get(v),
+            )
+            for v in order
+        }
+        return {
+            "mode": mode,
+            "concurrency": concurrency,
+            "variants": rows,
+            "versus_direct": {
+                v: retrieve_comparison(rows[v], rows["direct"]) for v in self.options.variants
+            },
+        }
