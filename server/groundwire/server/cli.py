@@ -251,22 +251,26 @@ def build_parser() -> argparse.ArgumentParser:
     from groundwire.server.benchmark import command as bench_command
     from groundwire.server.evaluation import command as eval_command
 
-    eval_command.add_arguments(
-        sub.add_parser(
+    for name, help_text, command in (
+        (
             "eval",
-            help="retrieval (and answer) quality on a BEIR-format dataset, with a report",
-            description=eval_command.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    bench_command.add_arguments(
-        sub.add_parser(
+            "retrieval (and answer) quality on a BEIR-format dataset, with a report",
+            eval_command,
+        ),
+        (
             "bench",
-            help="load-test Retrieve and Generate over gRPC beside the direct calls",
-            description=bench_command.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            "load-test Retrieve and Generate over gRPC beside the direct calls",
+            bench_command,
+        ),
+    ):
+        command.add_arguments(
+            sub.add_parser(
+                name,
+                help=help_text,
+                description=command.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
         )
-    )
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from groundwire.v1 import common_pb2, documents_pb2
 
@@ -62,8 +63,20 @@ def _text_document(path: Path) -> documents_pb2.Document:
     )
 
 
-def _jsonl_documents(path: Path) -> Iterator[documents_pb2.Document]:
-    """BEIR corpus lines: ``{"_id", "title", "text", "metadata"}`` (``id`` also accepted)."""
+class FileFormatError(ValueError):
+    """A file cannot be read; the message names the file (and line) and what is wrong."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file."""
+    if not path.is_file():
+        raise FileFormatError(path, "file not found")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -71,17 +84,25 @@ def _jsonl_documents(path: Path) -> Iterator[documents_pb2.Document]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
-            doc_id = row.get("_id", row.get("id"))
-            if doc_id is None:
-                raise ValueError(f"{path}:{number}: no _id")
-            yield documents_pb2.Document(
-                doc_id=str(doc_id),
-                title=str(row.get("title") or ""),
-                text=str(row.get("text") or ""),
-                source_uri=str(row.get("url") or f"{path.name}#{doc_id}"),
-                metadata=_metadata(row.get("metadata")),
-            )
+                raise FileFormatError(path, f"not valid JSON ({exc.msg})", number) from None
+            if not isinstance(row, dict):
+                raise FileFormatError(path, "each line must be a JSON object", number)
+            yield number, row
+
+
+def _jsonl_documents(path: Path) -> Iterator[documents_pb2.Document]:
+    """BEIR corpus lines: ``{"_id", "title", "text", "metadata"}`` (``id`` also accepted)."""
+    for number, row in jsonl_rows(path):
+        doc_id = row.get("_id", row.get("id"))
+        if doc_id is None:
+            raise FileFormatError(path, "no _id", number)
+        yield documents_pb2.Document(
+            doc_id=str(doc_id),
+            title=str(row.get("title") or ""),
+            text=str(row.get("text") or ""),
+            source_uri=str(row.get("url") or f"{path.name}#{doc_id}"),
+            metadata=_metadata(row.get("metadata")),
+        )
 
 
 def count_documents(files: list[Path]) -> int:

@@ -8,12 +8,12 @@ so a bad dataset fails before any server is started.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from groundwire.server.documents_io import FileFormatError, jsonl_rows
 
 _NOT_TENANT = re.compile(r"[^A-Za-z0-9_.\-]+")
 _TENANT_PREFIX = "eval"
@@ -22,14 +22,8 @@ _FINGERPRINT_CHARS = 10
 _MAX_NAME_CHARS = 64 - len(_TENANT_PREFIX) - 2 - _FINGERPRINT_CHARS
 
 
-class DatasetError(ValueError):
-    """The dataset cannot be read; the message names the file (and line) and what is wrong."""
-
-    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
+# The dataset cannot be read; the message names the file (and line) and what is wrong.
+DatasetError = FileFormatError
 
 
 @dataclass(frozen=True)
@@ -79,23 +73,6 @@ class Dataset:
         )
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line."""
-    if not path.is_file():
-        raise DatasetError(path, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, f"not valid JSON ({exc.msg})", number) from None
-            if not isinstance(row, dict):
-                raise DatasetError(path, "each line must be a JSON object", number)
-            yield number, row
-
-
 def _text_field(row: dict[str, Any], key: str, path: Path, line: int, *, required: bool) -> str:
     value = row.get(key)
     if value is None:
@@ -111,7 +88,7 @@ def load_corpus(path: Path) -> list[Document]:
     """The documents of a ``corpus.jsonl`` (``_id``, ``title``, ``text``), in file order."""
     docs: list[Document] = []
     seen: set[str] = set()
-    for line, row in _jsonl_rows(path):
+    for line, row in jsonl_rows(path):
         doc_id = _text_field(row, "_id", path, line, required=True)
         if doc_id in seen:
             raise DatasetError(path, f"duplicate _id {doc_id!r}", line)
@@ -131,7 +108,7 @@ def load_corpus(path: Path) -> list[Document]:
 def load_queries(path: Path) -> dict[str, str]:
     """Query id → text for every query of a ``queries.jsonl`` (all splits)."""
     queries: dict[str, str] = {}
-    for line, row in _jsonl_rows(path):
+    for line, row in jsonl_rows(path):
         queries[_text_field(row, "_id", path, line, required=True)] = _text_field(
             row, "text", path, line, required=True
         )
@@ -235,7 +212,7 @@ def load_answers(path: Path) -> list[ReferenceAnswer]:
     ``answers`` (several accepted ones), optionally ``doc_ids`` (the documents that support
     the answer) and ``id`` (default: the line number)."""
     answers: list[ReferenceAnswer] = []
-    for line, row in _jsonl_rows(path):
+    for line, row in jsonl_rows(path):
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DatasetError(path, "needs 'question' (a non-empty string)", line)
