@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from groundwire.server.measure.redis_process import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 # One tenant per language, so the scenarios never see each other's documents.
 API_KEYS = {
@@ -34,13 +35,6 @@ API_KEYS = {
     "typescript": "sdk-ts-key-0123456789abc",
 }
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

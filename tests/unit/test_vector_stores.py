@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from groundwire.clients.models import (
 )
 from groundwire.clients.ports import VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
+from groundwire.server.measure.redis_process import free_port
 
 A = "acme"
 B = "globex"
@@ -578,13 +578,6 @@ async def test_qdrant_refuses_a_collection_it_did_not_create() -> None:
     with pytest.raises(EmbedderMismatchError, match="no groundwire record"):
         await store.ensure_collection(EMBEDDER, 4)
     await store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("grpc", [True, False])
