@@ -9,22 +9,23 @@ Run it alone to develop an SDK against it::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from groundwire.server.benchmark.processes import (
+    child_env,
+    child_process,
+    serve_argv,
+    wait_until_serving,
+)
+from groundwire.server.benchmark.upstream import scripted_upstream
 from groundwire.server.measure.redis_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,6 @@ API_KEYS = {
     "go": "sdk-go-key-0123456789abc",
     "typescript": "sdk-ts-key-0123456789abc",
 }
-START_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -53,93 +53,27 @@ class LiveStack:
         }
 
 
-def _wait_serving(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"groundwire serve exited:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(grpc.RpcError):
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"groundwire serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-
-def _wait_upstream(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError("the scripted upstream exited")
-        try:
-            with urllib.request.urlopen(url.removesuffix("/v1") + "/_scripted/requests", timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def live_stack(work: Path) -> Iterator[LiveStack]:
-    """Start the upstream and the server; stop both on the way out."""
-    upstream_port, server_port = free_port(), free_port()
-    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-    address = f"127.0.0.1:{server_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GROUNDWIRE_")}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "GROUNDWIRE_LISTEN": address,
-            "GROUNDWIRE_DATA_DIR": str(work / "data"),
-            "GROUNDWIRE_METRICS_PORT": "0",
-            "GROUNDWIRE_AUTH_MODE": "api_key",
-            "GROUNDWIRE_API_KEYS": json.dumps({t: k for t, k in API_KEYS.items()}),
-            "GROUNDWIRE_LLM_BASE_URL": upstream_url,
-            "GROUNDWIRE_GRACE_PERIOD_S": "2",
-            "GROUNDWIRE_LOG_LEVEL": "WARNING",
-        }
-    )
-    upstream_log = (work / "upstream.log").open("wb")
-    server_log_path = work / "server.log"
-    server_log = server_log_path.open("wb")
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "groundwire.server.scripted_llm", "--port", str(upstream_port)],
-        cwd=REPO,
-        env=env,
-        stdout=upstream_log,
-        stderr=subprocess.STDOUT,
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "groundwire.server.cli", "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_upstream(upstream_url, upstream)
-        _wait_serving(address, server, server_log_path)
-        yield LiveStack(address, upstream_url)
-    finally:
-        _stop(server)
-        _stop(upstream)
-        upstream_log.close()
-        server_log.close()
+    """Start the upstream and the server (the benchmark's child processes, logs in ``work``);
+    stop both on the way out."""
+    address = f"127.0.0.1:{free_port()}"
+    with scripted_upstream(work) as upstream:
+        env = child_env(
+            {
+                "GROUNDWIRE_LISTEN": address,
+                "GROUNDWIRE_DATA_DIR": str(work / "data"),
+                "GROUNDWIRE_METRICS_PORT": "0",
+                "GROUNDWIRE_AUTH_MODE": "api_key",
+                "GROUNDWIRE_API_KEYS": json.dumps(API_KEYS),
+                "GROUNDWIRE_LLM_BASE_URL": upstream.base_url,
+                "GROUNDWIRE_GRACE_PERIOD_S": "2",
+                "GROUNDWIRE_LOG_LEVEL": "WARNING",
+            }
+        )
+        with child_process("server", serve_argv(), env, work) as server:
+            asyncio.run(wait_until_serving(server, address))
+            yield LiveStack(address, upstream.base_url)
 
 
 def main() -> None:
