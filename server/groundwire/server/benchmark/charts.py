@@ -5,6 +5,7 @@ dotted)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,29 @@ from groundwire.server.measure.plots import line_plot
 Pick = Callable[[dict[str, Any]], float]
 
 
-def _series(
-    levels: Sequence[dict[str, Any]], variants: Sequence[str], picks: dict[str, Pick]
-) -> dict[str, list[float]]:
-    """One line per (variant, statistic): ``"<variant> <label>"``."""
-    out: dict[str, list[float]] = {}
-    for variant in variants:
-        for label, pick in picks.items():
+_LINE_STYLES = ("-", ":", "--", "-.")
+
+
+@dataclass
+class _Lines:
+    """The lines of one figure, by name, with each one's colour and style."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    colors: dict[str, str] = field(default_factory=dict)
+    styles: dict[str, str] = field(default_factory=dict)
+
+
+def _lines(levels: Sequence[dict[str, Any]], picks: dict[str, Pick]) -> _Lines:
+    """One line per (variant, statistic), ``"<variant> <label>"``: the colour says the
+    variant, the style the statistic."""
+    lines = _Lines()
+    for v, variant in enumerate(levels[0]["variants"]):
+        for p, (label, pick) in enumerate(picks.items()):
             name = f"{variant} {label}".strip()
-            out[name] = [float(pick(level["variants"][variant])) for level in levels]
-    return out
+            lines.values[name] = [float(pick(level["variants"][variant])) for level in levels]
+            lines.colors[name] = f"C{v}"
+            lines.styles[name] = _LINE_STYLES[p % len(_LINE_STYLES)]
+    return lines
 
 
 def _plot(
@@ -35,25 +49,17 @@ def _plot(
     *,
     log_y: bool = False,
 ) -> str:
-    variants = list(levels[0]["variants"])
-    series = _series(levels, variants, picks)
-    line_styles = ("-", ":", "--", "-.")
-    colors, styles = {}, {}
-    for v, variant in enumerate(variants):
-        for p, label in enumerate(picks):
-            line = f"{variant} {label}".strip()
-            colors[line] = f"C{v}"
-            styles[line] = line_styles[p % len(line_styles)]
+    lines = _lines(levels, picks)
     line_plot(
         out_dir / name,
         title=title,
         x=[float(level["concurrency"]) for level in levels],
-        series=series,
+        series=lines.values,
         xlabel="concurrent calls",
         ylabel=ylabel,
         log_y=log_y,
-        colors=colors,
-        styles=styles,
+        colors=lines.colors,
+        styles=lines.styles,
     )
     return name
 
