@@ -7,7 +7,9 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from groundwire.server.measure.arguments import non_negative, parse_levels, positive, split_names
 
 if TYPE_CHECKING:
     from groundwire.server.benchmark.generate import GenerateOptions
@@ -22,32 +24,6 @@ MODES = ("dense", "sparse", "hybrid")
 
 class UsageError(ValueError):
     """Arguments that do not make a runnable benchmark."""
-
-
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-
-    return parse
-
-
-def _non_negative(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-        return value
-
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,35 +41,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requests",
         metavar="N",
-        type=_positive(int),
+        type=positive(int),
         default=200,
         help="calls per variant per level, at least (and at least 4 per worker)",
     )
     parser.add_argument(
-        "--rounds", metavar="N", type=_positive(int), default=3, help="interleaving rounds"
+        "--rounds", metavar="N", type=positive(int), default=3, help="interleaving rounds"
     )
     parser.add_argument(
         "--max-seconds",
         metavar="S",
-        type=_positive(float),
+        type=positive(float),
         default=300.0,
         help="no more calls start after this long per variant per level",
     )
     generate = parser.add_argument_group("generate")
     generate.add_argument(
-        "--tokens", metavar="N", type=_positive(int), default=64, help="tokens per answer"
+        "--tokens", metavar="N", type=positive(int), default=64, help="tokens per answer"
     )
     generate.add_argument(
         "--ttft-ms",
         metavar="MS",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=300.0,
         help="upstream time to first token",
     )
     generate.add_argument(
         "--itl-ms",
         metavar="MS",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=5.0,
         help="upstream time between tokens",
     )
@@ -106,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     generate.add_argument(
         "--fail-every",
         metavar="N",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=0,
         help="every Nth upstream request answers --fail-status instead (0: none)",
     )
@@ -122,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     generate.add_argument(
         "--cancel-repeats",
         metavar="N",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=20,
         help="streams cancelled midway to time the upstream close (0: skip)",
     )
@@ -131,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", metavar="DIR", type=Path, help="BEIR directory (corpus.jsonl, queries.jsonl)"
     )
     retrieve.add_argument(
-        "--docs", metavar="N", type=_positive(int), default=1000, help="first N documents"
+        "--docs", metavar="N", type=positive(int), default=1000, help="first N documents"
     )
     retrieve.add_argument(
         "--modes", metavar="LIST", default="hybrid", help="comma-separated: dense, sparse, hybrid"
@@ -143,12 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="besides direct: bypass, miss, hit",
     )
     retrieve.add_argument(
-        "--top-k", metavar="K", type=_positive(int), default=10, help="chunks per Retrieve"
+        "--top-k", metavar="K", type=positive(int), default=10, help="chunks per Retrieve"
     )
     retrieve.add_argument(
         "--hit-queries",
         metavar="N",
-        type=_positive(int),
+        type=positive(int),
         default=64,
         help="warmed queries the hits ask",
     )
@@ -191,8 +167,6 @@ def _server_env(pairs: list[str]) -> dict[str, str]:
 
 
 def _names(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    from groundwire.server.measure.target import split_names
-
     try:
         return tuple(split_names(text, allowed))
     except argparse.ArgumentTypeError as exc:
@@ -224,7 +198,6 @@ def config_from(args: argparse.Namespace) -> Config:
     from groundwire.server.benchmark.upstream import UpstreamScript
     from groundwire.server.evaluation.beir import DatasetError
     from groundwire.server.measure.progress import progress_enabled
-    from groundwire.server.measure.target import parse_levels
 
     try:
         levels = parse_levels(args.concurrency)

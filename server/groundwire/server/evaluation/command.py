@@ -36,6 +36,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from groundwire.server.measure.arguments import non_negative, positive, split_names
+
 MODE_NAMES = ("dense", "sparse", "hybrid")
 DEFAULT_DATA_DIR = Path("data/eval")
 DEFAULT_OUTPUT_ROOT = Path("results/eval")
@@ -45,26 +47,7 @@ EXIT_RUN_FAILED = 3
 
 
 def _modes(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names or any(n not in MODE_NAMES for n in names):
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {', '.join(MODE_NAMES)}; got {text!r}"
-        )
-    return list(dict.fromkeys(names))
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return list(dict.fromkeys(split_names(text, MODE_NAMES)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,17 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     retrieval.add_argument("--split", default="test", help="qrels/<split>.tsv (default test)")
     retrieval.add_argument(
-        "--limit-queries", type=_positive, metavar="N", help="only the first N judged queries"
+        "--limit-queries", type=positive(int), metavar="N", help="only the first N judged queries"
     )
     retrieval.add_argument(
         "--top-k",
-        type=_positive,
+        type=positive(int),
         default=100,
         metavar="N",
         help="chunks per Retrieve (default 100)",
     )
     retrieval.add_argument(
-        "--concurrency", type=_positive, default=1, metavar="N", help="calls in flight (default 1)"
+        "--concurrency",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="calls in flight (default 1)",
     )
     retrieval.add_argument(
         "--reference",
@@ -107,7 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--answers", type=Path, metavar="FILE", help="default DATASET/answers.jsonl when present"
     )
     answers.add_argument(
-        "--limit-answers", type=_count, metavar="N", help="only the first N (0: no answers)"
+        "--limit-answers",
+        type=non_negative(int),
+        metavar="N",
+        help="only the first N (0: no answers)",
     )
     choice = answers.add_mutually_exclusive_group()
     choice.add_argument("--tier", choices=sorted(TIERS), help="default: standard")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -125,25 +125,3 @@ async def open_target(
             call_metadata(api_key=None, tenant=tenant, tenant_header=args.tenant_header),
             local_settings=server.settings,
         )
-
-
-def parse_levels(text: str) -> list[int]:
-    """``"1,32,256"`` → ``[1, 32, 256]``; each a positive integer."""
-    levels: list[int] = []
-    for part in text.split(","):
-        value = int(part.strip())
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"concurrency must be at least 1, got {value}")
-        levels.append(value)
-    return levels
-
-
-def split_names(text: str, allowed: Sequence[str]) -> list[str]:
-    """``"dense,hybrid"`` → ``["dense", "hybrid"]``, each one of ``allowed``."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in allowed]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of {', '.join(allowed)}; got {text!r}"
-        )
-    return names
