@@ -47,11 +47,10 @@ from groundwire.server.benchmark.retrieve_calls import (
 from groundwire.server.benchmark.summaries import retrieve_comparison, retrieve_summary
 from groundwire.server.cli import CHANNEL_OPTIONS
 from groundwire.server.measure.redis_process import RedisServer, free_port
-from groundwire.v1 import documents_pb2, documents_pb2_grpc
+from groundwire.v1 import documents_pb2
 
 SERVER_VARIANTS = ("bypass", "miss", "hit")
 EXPECT_HIT = {"miss": False, "hit": True}
-INGEST_PER_STREAM = 128
 WARM_CONCURRENCY = 8
 
 
@@ -94,32 +93,24 @@ async def _ingest(
 ) -> dict[str, Any]:
     """Ingest ``docs`` through ``IngestDocuments`` into a server in this process."""
     from groundwire.server.auth import DEFAULT_TENANT
+    from groundwire.server.measure.ingest import ingest_documents
     from groundwire.server.measure.target import in_process_server
 
     started = time.perf_counter()
-    failed = 0
     async with (
         in_process_server(**_local_settings(data_dir, options.server_env)) as server,
         grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel,
     ):
-        stub: Any = documents_pb2_grpc.DocumentServiceStub(channel)
-        for start in range(0, len(docs), INGEST_PER_STREAM):
-            part = docs[start : start + INGEST_PER_STREAM]
 
-            async def stream(
-                part: Sequence[documents_pb2.Document] = part,
-            ) -> AsyncIterator[documents_pb2.IngestDocumentsRequest]:
-                for doc in part:
-                    yield documents_pb2.IngestDocumentsRequest(document=doc)
-
-            response = await stub.IngestDocuments(stream(), timeout=3600)
-            failed += response.failed
-            for _ in part:
+        def confirmed(count: int) -> None:
+            for _ in range(count):
                 tick("retrieve ingest")
+
+        summary = await ingest_documents(channel, docs, on_confirmed=confirmed)
         chunks = await server.components.store.count(DEFAULT_TENANT)
     return {
         "documents": len(docs),
-        "failed": failed,
+        "failed": summary.failed,
         "chunks": chunks,
         "seconds": time.perf_counter() - started,
     }

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -24,39 +24,17 @@ from groundwire.server.evaluation.metrics import (
     documents_in_rank_order,
     ranking_metrics,
 )
+from groundwire.server.measure.ingest import IngestSummary, ingest_documents
 from groundwire.server.measure.progress import progress_bar
 from groundwire.server.measure.stats import latency_summary_ms, mean
 from groundwire.server.measure.target import Metadata
 from groundwire.v1 import (
     documents_pb2,
-    documents_pb2_grpc,
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
 
-DOCS_PER_STREAM = 128  # progress moves as the server confirms, not as the client buffers
-INGEST_TIMEOUT_S = 3600.0
 RETRIEVE_TIMEOUT_S = 60.0
-_FAILURES_KEPT = 20
-
-
-@dataclass
-class IngestSummary:
-    """The summed ``IngestDocuments`` responses, and how long the ingest took."""
-
-    documents: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    chunks_written: int = 0
-    chunks_deleted: int = 0
-    seconds: float = 0.0
-    failures: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form."""
-        return asdict(self)
 
 
 async def ingest_corpus(
@@ -66,43 +44,14 @@ async def ingest_corpus(
     *,
     progress: bool,
 ) -> IngestSummary:
-    """Send the corpus through ``IngestDocuments``, :data:`DOCS_PER_STREAM` documents per
-    client stream. The server skips documents it already holds unchanged."""
-    stub = documents_pb2_grpc.DocumentServiceStub(channel)
-    summary = IngestSummary(documents=len(corpus))
+    """Send the corpus through ``IngestDocuments``; the server skips documents it already
+    holds unchanged."""
+    docs = [
+        documents_pb2.Document(doc_id=doc.doc_id, title=doc.title, text=doc.text) for doc in corpus
+    ]
     started = time.perf_counter()
     with progress_bar(len(corpus), "ingest", "doc", enabled=progress) as bar:
-        for first in range(0, len(corpus), DOCS_PER_STREAM):
-            part = corpus[first : first + DOCS_PER_STREAM]
-
-            async def requests(
-                part: Sequence[Document] = part,
-            ) -> AsyncIterator[documents_pb2.IngestDocumentsRequest]:
-                for doc in part:
-                    yield documents_pb2.IngestDocumentsRequest(
-                        document=documents_pb2.Document(
-                            doc_id=doc.doc_id, title=doc.title, text=doc.text
-                        )
-                    )
-
-            # The generated stubs are typed for the sync API; this is the aio channel.
-            response = await stub.IngestDocuments(
-                requests(),
-                metadata=metadata,
-                timeout=INGEST_TIMEOUT_S,
-            )
-            summary.created += response.created
-            summary.updated += response.updated
-            summary.unchanged += response.unchanged
-            summary.failed += response.failed
-            summary.chunks_written += response.chunks_written
-            summary.chunks_deleted += response.chunks_deleted
-            for failure in response.failures:
-                if len(summary.failures) < _FAILURES_KEPT:
-                    summary.failures.append(
-                        {"doc_id": failure.doc_id, "field": failure.field, "reason": failure.reason}
-                    )
-            bar.update(len(part))
+        summary = await ingest_documents(channel, docs, metadata=metadata, on_confirmed=bar.update)
     summary.seconds = time.perf_counter() - started
     return summary
 
