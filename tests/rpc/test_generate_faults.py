@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from groundwire.server.pipeline.generation.breaker import BreakerState
+from groundwire.clients.breaker import BreakerState
 from groundwire.server.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import generation_pb2
 from tests.rpc.conftest import KEY_A, ServerFactory, auth

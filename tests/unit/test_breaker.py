@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from groundwire.server.pipeline.generation.breaker import BreakerState, CircuitBreaker
+from groundwire.clients.breaker import BreakerState, CircuitBreaker
 
 
 class FakeClock:

@@ -29,7 +29,7 @@ from groundwire.server.interceptors import CallInterceptor, ServerState
 from groundwire.server.pipeline.cache_writes import CacheWrites
 from groundwire.server.pipeline.chunking import Chunker
 from groundwire.server.pipeline.generation.answer_cache import AnswerCache
-from groundwire.server.pipeline.generation.breaker import CircuitBreaker
+from groundwire.clients.breaker import CircuitBreaker
 from groundwire.server.pipeline.generation.catalog import load_catalog
 from groundwire.server.pipeline.generation.metrics import export_breakers
 from groundwire.server.pipeline.generation.pipeline import GenerationPipeline

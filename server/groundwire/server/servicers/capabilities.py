@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from groundwire.server.pipeline.generation.breaker import BreakerState
+from groundwire.clients.breaker import BreakerState
 from groundwire.server.pipeline.generation.routing import ModelRoutes
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
 from groundwire.server.servicers.convert import MODE_TO_PROTO

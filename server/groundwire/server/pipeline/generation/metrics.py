@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from groundwire.server.pipeline.generation.breaker import BreakerState, CircuitBreaker
+from groundwire.clients.breaker import BreakerState, CircuitBreaker
 
 ANSWERS = Counter(
     "groundwire_answers_total", "Finished answers by route and finish reason.", ["route", "finish"]

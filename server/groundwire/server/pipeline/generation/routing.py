@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from groundwire.clients.llm import OpenAIChatClient
-from groundwire.server.pipeline.generation.breaker import BreakerState, CircuitBreaker
+from groundwire.clients.breaker import BreakerState, CircuitBreaker
 from groundwire.server.pipeline.generation.catalog import Catalog, ModelSpec, Tier
 from groundwire.server.pipeline.generation.events import Route
 

@@ -1,4 +1,4 @@
-"""A circuit breaker for one LLM model: stop calling a model that keeps failing.
+"""A circuit breaker: stop calling a dependency that keeps failing (an LLM model, Redis).
 
 A pure state machine over an injected clock. It does no I/O and never sleeps, so asyncio code
 can consult it inline and tests can drive time by hand.
