@@ -51,6 +51,30 @@ class InvalidArgumentError(GroundwireError):
         return cls([FieldViolation(field, description)])
 
 
+class MalformedRequestError(GroundwireError):
+    """The request body (or one message of a client stream) did not decode as the RPC's
+    message: not protobuf, truncated, or a string field that is not valid UTF-8."""
+
+    reason = "ERROR_REASON_MALFORMED_REQUEST"
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class QuotaExceededError(GroundwireError):
+    """One of the tenant's quotas is spent until ``retry_after_s`` from now.
+
+    ``quota`` is the quota's name (``requests_per_minute``, ``llm_tokens_per_minute``,
+    ``spend_micros_per_day``), sent as the ``QuotaFailure`` violation's subject.
+    """
+
+    reason = "ERROR_REASON_QUOTA_EXCEEDED"
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, quota: str, description: str, *, retry_after_s: float) -> None:
+        super().__init__(f"quota exceeded: {description}", retry_after_s=retry_after_s)
+        self.quota = quota
+        self.description = description
+
+
 class UnauthenticatedError(GroundwireError):
     """The call carried no credentials, or credentials the server does not accept."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from groundwire.clients.errors import GroundwireError, InvalidArgumentError
+from groundwire.clients.errors import GroundwireError, InvalidArgumentError, QuotaExceededError
 from groundwire.v1 import errors_pb2
 
 ERROR_DOMAIN = "groundwire.v1"
@@ -36,6 +36,16 @@ def build_status(error: GroundwireError, correlation_id: str) -> status_pb2.Stat
             ]
         )
         status.details.add().Pack(bad_request)
+    if isinstance(error, QuotaExceededError):
+        status.details.add().Pack(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=error.quota, description=error.description
+                    )
+                ]
+            )
+        )
     if error.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(error.retry_after_s * 1000))

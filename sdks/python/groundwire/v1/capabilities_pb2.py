@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from groundwire.v1 import generation_pb2 as groundwire_dot_v1_dot_generation__pb2
 from groundwire.v1 import retrieval_pb2 as groundwire_dot_v1_dot_retrieval__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n groundwire/v1/capabilities.proto\x12\rgroundwire.v1\x1a\x1egroundwire/v1/generation.proto\x1a\x1dgroundwire/v1/retrieval.proto\"\x18\n\x16GetCapabilitiesRequest\"\xe0\x02\n\tModelInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0eupstream_model\x18\x02 \x01(\tR\rupstreamModel\x12%\n\x0e\x63ontext_window\x18\x03 \x01(\rR\rcontextWindow\x12*\n\x11max_output_tokens\x18\x04 \x01(\rR\x0fmaxOutputTokens\x12\x37\n\x18input_micros_per_million\x18\x05 \x01(\x03R\x15inputMicrosPerMillion\x12\x39\n\x19output_micros_per_million\x18\x06 \x01(\x03R\x16outputMicrosPerMillion\x12\x1a\n\x08\x63urrency\x18\x07 \x01(\tR\x08\x63urrency\x12\x35\n\x07\x62reaker\x18\x08 \x01(\x0e\x32\x1b.groundwire.v1.BreakerStateR\x07\x62reaker\"I\n\x08TierInfo\x12\'\n\x04tier\x18\x01 \x01(\x0e\x32\x13.groundwire.v1.TierR\x04tier\x12\x14\n\x05\x63hain\x18\x02 \x03(\tR\x05\x63hain\"\xd8\x01\n\x06Limits\x12\x1a\n\tmax_top_k\x18\x01 \x01(\rR\x07maxTopK\x12&\n\x0fmax_query_chars\x18\x02 \x01(\rR\rmaxQueryChars\x12,\n\x12max_document_bytes\x18\x03 \x01(\rR\x10maxDocumentBytes\x12*\n\x11max_message_bytes\x18\x04 \x01(\rR\x0fmaxMessageBytes\x12\x30\n\x14max_context_passages\x18\x05 \x01(\rR\x12maxContextPassages\"\xc7\x03\n\x17GetCapabilitiesResponse\x12%\n\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12\x1f\n\x0b\x65mbedder_id\x18\x02 \x01(\tR\nembedderId\x12\x45\n\x0fretrieval_modes\x18\x03 \x03(\x0e\x32\x1c.groundwire.v1.RetrievalModeR\x0eretrievalModes\x12\x30\n\x06models\x18\x04 \x03(\x0b\x32\x18.groundwire.v1.ModelInfoR\x06models\x12-\n\x05tiers\x18\x05 \x03(\x0b\x32\x17.groundwire.v1.TierInfoR\x05tiers\x12-\n\x06limits\x18\x06 \x01(\x0b\x32\x15.groundwire.v1.LimitsR\x06limits\x12P\n\x08\x66\x65\x61tures\x18\x07 \x03(\x0b\x32\x34.groundwire.v1.GetCapabilitiesResponse.FeaturesEntryR\x08\x66\x65\x61tures\x1a;\n\rFeaturesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x08R\x05value:\x02\x38\x01*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32w\n\x13\x43\x61pabilitiesService\x12`\n\x0fGetCapabilities\x12%.groundwire.v1.GetCapabilitiesRequest\x1a&.groundwire.v1.GetCapabilitiesResponseB\xc4\x01\n\x11\x63om.groundwire.v1B\x11\x43\x61pabilitiesProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n groundwire/v1/capabilities.proto\x12\rgroundwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egroundwire/v1/generation.proto\x1a\x1dgroundwire/v1/retrieval.proto\"\x18\n\x16GetCapabilitiesRequest\"\xe0\x02\n\tModelInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0eupstream_model\x18\x02 \x01(\tR\rupstreamModel\x12%\n\x0e\x63ontext_window\x18\x03 \x01(\rR\rcontextWindow\x12*\n\x11max_output_tokens\x18\x04 \x01(\rR\x0fmaxOutputTokens\x12\x37\n\x18input_micros_per_million\x18\x05 \x01(\x03R\x15inputMicrosPerMillion\x12\x39\n\x19output_micros_per_million\x18\x06 \x01(\x03R\x16outputMicrosPerMillion\x12\x1a\n\x08\x63urrency\x18\x07 \x01(\tR\x08\x63urrency\x12\x35\n\x07\x62reaker\x18\x08 \x01(\x0e\x32\x1b.groundwire.v1.BreakerStateR\x07\x62reaker\"I\n\x08TierInfo\x12\'\n\x04tier\x18\x01 \x01(\x0e\x32\x13.groundwire.v1.TierR\x04tier\x12\x14\n\x05\x63hain\x18\x02 \x03(\tR\x05\x63hain\"\xd8\x01\n\x06Limits\x12\x1a\n\tmax_top_k\x18\x01 \x01(\rR\x07maxTopK\x12&\n\x0fmax_query_chars\x18\x02 \x01(\rR\rmaxQueryChars\x12,\n\x12max_document_bytes\x18\x03 \x01(\rR\x10maxDocumentBytes\x12*\n\x11max_message_bytes\x18\x04 \x01(\rR\x0fmaxMessageBytes\x12\x30\n\x14max_context_passages\x18\x05 \x01(\rR\x12maxContextPassages\"\xee\x01\n\x05Quota\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05limit\x18\x02 \x01(\x03R\x05limit\x12\x1c\n\tremaining\x18\x03 \x01(\x03R\tremaining\x12\x31\n\x06window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06window\x12\x36\n\tresets_in\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08resetsIn\x12\x16\n\x06shared\x18\x06 \x01(\x08R\x06shared\x12\x1a\n\x08\x63urrency\x18\x07 \x01(\tR\x08\x63urrency\"\xf5\x03\n\x17GetCapabilitiesResponse\x12%\n\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12\x1f\n\x0b\x65mbedder_id\x18\x02 \x01(\tR\nembedderId\x12\x45\n\x0fretrieval_modes\x18\x03 \x03(\x0e\x32\x1c.groundwire.v1.RetrievalModeR\x0eretrievalModes\x12\x30\n\x06models\x18\x04 \x03(\x0b\x32\x18.groundwire.v1.ModelInfoR\x06models\x12-\n\x05tiers\x18\x05 \x03(\x0b\x32\x17.groundwire.v1.TierInfoR\x05tiers\x12-\n\x06limits\x18\x06 \x01(\x0b\x32\x15.groundwire.v1.LimitsR\x06limits\x12P\n\x08\x66\x65\x61tures\x18\x07 \x03(\x0b\x32\x34.groundwire.v1.GetCapabilitiesResponse.FeaturesEntryR\x08\x66\x65\x61tures\x12,\n\x06quotas\x18\x08 \x03(\x0b\x32\x14.groundwire.v1.QuotaR\x06quotas\x1a;\n\rFeaturesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x08R\x05value:\x02\x38\x01*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32w\n\x13\x43\x61pabilitiesService\x12`\n\x0fGetCapabilities\x12%.groundwire.v1.GetCapabilitiesRequest\x1a&.groundwire.v1.GetCapabilitiesResponseB\xc4\x01\n\x11\x63om.groundwire.v1B\x11\x43\x61pabilitiesProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,20 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.groundwire.v1B\021CapabilitiesProtoP\001ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\242\002\003GXX\252\002\rGroundwire.V1\312\002\rGroundwire\\V1\342\002\031Groundwire\\V1\\GPBMetadata\352\002\016Groundwire::V1'
   _globals['_GETCAPABILITIESRESPONSE_FEATURESENTRY']._loaded_options = None
   _globals['_GETCAPABILITIESRESPONSE_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_BREAKERSTATE']._serialized_start=1247
-  _globals['_BREAKERSTATE']._serialized_end=1371
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=114
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=138
-  _globals['_MODELINFO']._serialized_start=141
-  _globals['_MODELINFO']._serialized_end=493
-  _globals['_TIERINFO']._serialized_start=495
-  _globals['_TIERINFO']._serialized_end=568
-  _globals['_LIMITS']._serialized_start=571
-  _globals['_LIMITS']._serialized_end=787
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=790
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=1245
-  _globals['_GETCAPABILITIESRESPONSE_FEATURESENTRY']._serialized_start=1186
-  _globals['_GETCAPABILITIESRESPONSE_FEATURESENTRY']._serialized_end=1245
-  _globals['_CAPABILITIESSERVICE']._serialized_start=1373
-  _globals['_CAPABILITIESSERVICE']._serialized_end=1492
+  _globals['_BREAKERSTATE']._serialized_start=1566
+  _globals['_BREAKERSTATE']._serialized_end=1690
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=146
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=170
+  _globals['_MODELINFO']._serialized_start=173
+  _globals['_MODELINFO']._serialized_end=525
+  _globals['_TIERINFO']._serialized_start=527
+  _globals['_TIERINFO']._serialized_end=600
+  _globals['_LIMITS']._serialized_start=603
+  _globals['_LIMITS']._serialized_end=819
+  _globals['_QUOTA']._serialized_start=822
+  _globals['_QUOTA']._serialized_end=1060
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=1063
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=1564
+  _globals['_GETCAPABILITIESRESPONSE_FEATURESENTRY']._serialized_start=1505
+  _globals['_GETCAPABILITIESRESPONSE_FEATURESENTRY']._serialized_end=1564
+  _globals['_CAPABILITIESSERVICE']._serialized_start=1692
+  _globals['_CAPABILITIESSERVICE']._serialized_end=1811
 # @@protoc_insertion_point(module_scope)

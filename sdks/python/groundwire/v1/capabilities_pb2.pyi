@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -183,6 +184,61 @@ class Limits(_message.Message):
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
 
 @_typing.final
+class Quota(_message.Message):
+    """Quota is one of the calling tenant's quotas and what is left of it at the time of the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    RESETS_IN_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The quota's name: `requests_per_minute`, `llm_tokens_per_minute` (prompt plus completion
+    tokens) or `spend_micros_per_day` (micros of `currency`). `QuotaFailure` uses the same
+    names as its `subject`.
+    """
+    limit: _builtins.int
+    """The most the tenant may use per window, in the quota's unit."""
+    remaining: _builtins.int
+    """What is left in the current window; 0 when spent. Never negative."""
+    shared: _builtins.bool
+    """True when the budget lives in Redis and every replica draws on it; false when this
+    replica counts on its own (no Redis configured, or Redis unreachable right now).
+    """
+    currency: _builtins.str
+    """The currency of a spend quota (ISO 4217); empty for the others."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """The window's length (one minute or one day)."""
+
+    @_builtins.property
+    def resets_in(self) -> _duration_pb2.Duration:
+        """How long until the current window ends and `remaining` is back to `limit`."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        window: _duration_pb2.Duration | None = ...,
+        resets_in: _duration_pb2.Duration | None = ...,
+        shared: _builtins.bool = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resets_in", b"resets_in", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "limit", b"limit", "name", b"name", "remaining", b"remaining", "resets_in", b"resets_in", "shared", b"shared", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quota: _TypeAlias = Quota  # noqa: Y015
+
+@_typing.final
 class GetCapabilitiesResponse(_message.Message):
     """GetCapabilitiesResponse describes this server."""
 
@@ -215,6 +271,7 @@ class GetCapabilitiesResponse(_message.Message):
     TIERS_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    QUOTAS_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The server's version string."""
     embedder_id: _builtins.str
@@ -239,6 +296,10 @@ class GetCapabilitiesResponse(_message.Message):
     def features(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]:
         """Feature flags by name, for example `retrieval_cache`, `answer_cache`, `generation`."""
 
+    @_builtins.property
+    def quotas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quota]:
+        """The calling tenant's quotas with what is left of each; empty when no quota applies."""
+
     def __init__(
         self,
         *,
@@ -249,10 +310,11 @@ class GetCapabilitiesResponse(_message.Message):
         tiers: _abc.Iterable[Global___TierInfo] | None = ...,
         limits: Global___Limits | None = ...,
         features: _abc.Mapping[_builtins.str, _builtins.bool] | None = ...,
+        quotas: _abc.Iterable[Global___Quota] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedder_id", b"embedder_id", "features", b"features", "limits", b"limits", "models", b"models", "retrieval_modes", b"retrieval_modes", "server_version", b"server_version", "tiers", b"tiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedder_id", b"embedder_id", "features", b"features", "limits", b"limits", "models", b"models", "quotas", b"quotas", "retrieval_modes", b"retrieval_modes", "server_version", b"server_version", "tiers", b"tiers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

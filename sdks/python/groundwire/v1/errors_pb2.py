@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agroundwire/v1/errors.proto\x12\rgroundwire.v1*\x8b\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12$\n ERROR_REASON_MISSING_CREDENTIALS\x10\x02\x12$\n ERROR_REASON_INVALID_CREDENTIALS\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_UNKNOWN_MODEL\x10\x04\x12%\n!ERROR_REASON_EMBEDDER_UNAVAILABLE\x10\x05\x12)\n%ERROR_REASON_VECTOR_STORE_UNAVAILABLE\x10\x06\x12 \n\x1c\x45RROR_REASON_LLM_UNAVAILABLE\x10\x07\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x08\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\t\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\n\x12\"\n\x1e\x45RROR_REASON_EMBEDDER_MISMATCH\x10\x0b\x12 \n\x1c\x45RROR_REASON_NOT_IMPLEMENTED\x10\x0c\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\r\x12\x1a\n\x16\x45RROR_REASON_TOO_LARGE\x10\x0e\x42\xbe\x01\n\x11\x63om.groundwire.v1B\x0b\x45rrorsProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agroundwire/v1/errors.proto\x12\rgroundwire.v1*\xd0\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12$\n ERROR_REASON_MISSING_CREDENTIALS\x10\x02\x12$\n ERROR_REASON_INVALID_CREDENTIALS\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_UNKNOWN_MODEL\x10\x04\x12%\n!ERROR_REASON_EMBEDDER_UNAVAILABLE\x10\x05\x12)\n%ERROR_REASON_VECTOR_STORE_UNAVAILABLE\x10\x06\x12 \n\x1c\x45RROR_REASON_LLM_UNAVAILABLE\x10\x07\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x08\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\t\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\n\x12\"\n\x1e\x45RROR_REASON_EMBEDDER_MISMATCH\x10\x0b\x12 \n\x1c\x45RROR_REASON_NOT_IMPLEMENTED\x10\x0c\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\r\x12\x1a\n\x16\x45RROR_REASON_TOO_LARGE\x10\x0e\x12\"\n\x1e\x45RROR_REASON_MALFORMED_REQUEST\x10\x0f\x12\x1f\n\x1b\x45RROR_REASON_QUOTA_EXCEEDED\x10\x10\x42\xbe\x01\n\x11\x63om.groundwire.v1B\x0b\x45rrorsProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.groundwire.v1B\013ErrorsProtoP\001ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\242\002\003GXX\252\002\rGroundwire.V1\312\002\rGroundwire\\V1\342\002\031Groundwire\\V1\\GPBMetadata\352\002\016Groundwire::V1'
   _globals['_ERRORREASON']._serialized_start=46
-  _globals['_ERRORREASON']._serialized_end=569
+  _globals['_ERRORREASON']._serialized_end=638
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The request or one of its parts is larger than the server accepts
     (gRPC INVALID_ARGUMENT, with a `BadRequest` naming the field).
     """
+    ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 15
+    """The request body, or one message of a client stream, could not be decoded as the RPC's
+    message: not protobuf, truncated, or a string field that is not valid UTF-8 (gRPC
+    INVALID_ARGUMENT). Nothing ran; no `BadRequest` detail, since no field could be read.
+    """
+    ERROR_REASON_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 16
+    """One of the calling tenant's quotas is spent: requests per minute, LLM tokens per minute
+    or spend per day (gRPC RESOURCE_EXHAUSTED). A `google.rpc.QuotaFailure` detail names
+    the quota and a `google.rpc.RetryInfo` detail says when it refills. Retrying on another
+    replica does not help when quotas are shared through Redis.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason carried in the `google.rpc.ErrorInfo`
@@ -126,5 +137,16 @@ the `correlation_id` from `ErrorInfo.metadata` when reporting it.
 ERROR_REASON_TOO_LARGE: ErrorReason.ValueType  # 14
 """The request or one of its parts is larger than the server accepts
 (gRPC INVALID_ARGUMENT, with a `BadRequest` naming the field).
+"""
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 15
+"""The request body, or one message of a client stream, could not be decoded as the RPC's
+message: not protobuf, truncated, or a string field that is not valid UTF-8 (gRPC
+INVALID_ARGUMENT). Nothing ran; no `BadRequest` detail, since no field could be read.
+"""
+ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 16
+"""One of the calling tenant's quotas is spent: requests per minute, LLM tokens per minute
+or spend per day (gRPC RESOURCE_EXHAUSTED). A `google.rpc.QuotaFailure` detail names
+the quota and a `google.rpc.RetryInfo` detail says when it refills. Retrying on another
+replica does not help when quotas are shared through Redis.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -9,6 +9,7 @@ package groundwirev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -361,6 +362,109 @@ func (x *Limits) GetMaxContextPassages() uint32 {
 	return 0
 }
 
+// Quota is one of the calling tenant's quotas and what is left of it at the time of the call.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quota's name: `requests_per_minute`, `llm_tokens_per_minute` (prompt plus completion
+	// tokens) or `spend_micros_per_day` (micros of `currency`). `QuotaFailure` uses the same
+	// names as its `subject`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The most the tenant may use per window, in the quota's unit.
+	Limit int64 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// What is left in the current window; 0 when spent. Never negative.
+	Remaining int64 `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// The window's length (one minute or one day).
+	Window *durationpb.Duration `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	// How long until the current window ends and `remaining` is back to `limit`.
+	ResetsIn *durationpb.Duration `protobuf:"bytes,5,opt,name=resets_in,json=resetsIn,proto3" json:"resets_in,omitempty"`
+	// True when the budget lives in Redis and every replica draws on it; false when this
+	// replica counts on its own (no Redis configured, or Redis unreachable right now).
+	Shared bool `protobuf:"varint,6,opt,name=shared,proto3" json:"shared,omitempty"`
+	// The currency of a spend quota (ISO 4217); empty for the others.
+	Currency      string `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_groundwire_v1_capabilities_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_groundwire_v1_capabilities_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_groundwire_v1_capabilities_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Quota) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Quota) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Quota) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *Quota) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *Quota) GetResetsIn() *durationpb.Duration {
+	if x != nil {
+		return x.ResetsIn
+	}
+	return nil
+}
+
+func (x *Quota) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
+func (x *Quota) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
 // GetCapabilitiesResponse describes this server.
 type GetCapabilitiesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -377,14 +481,16 @@ type GetCapabilitiesResponse struct {
 	// The request limits.
 	Limits *Limits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Feature flags by name, for example `retrieval_cache`, `answer_cache`, `generation`.
-	Features      map[string]bool `protobuf:"bytes,7,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Features map[string]bool `protobuf:"bytes,7,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The calling tenant's quotas with what is left of each; empty when no quota applies.
+	Quotas        []*Quota `protobuf:"bytes,8,rep,name=quotas,proto3" json:"quotas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetCapabilitiesResponse) Reset() {
 	*x = GetCapabilitiesResponse{}
-	mi := &file_groundwire_v1_capabilities_proto_msgTypes[4]
+	mi := &file_groundwire_v1_capabilities_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +502,7 @@ func (x *GetCapabilitiesResponse) String() string {
 func (*GetCapabilitiesResponse) ProtoMessage() {}
 
 func (x *GetCapabilitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_groundwire_v1_capabilities_proto_msgTypes[4]
+	mi := &file_groundwire_v1_capabilities_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +515,7 @@ func (x *GetCapabilitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapabilitiesResponse.ProtoReflect.Descriptor instead.
 func (*GetCapabilitiesResponse) Descriptor() ([]byte, []int) {
-	return file_groundwire_v1_capabilities_proto_rawDescGZIP(), []int{4}
+	return file_groundwire_v1_capabilities_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetCapabilitiesResponse) GetServerVersion() string {
@@ -461,11 +567,18 @@ func (x *GetCapabilitiesResponse) GetFeatures() map[string]bool {
 	return nil
 }
 
+func (x *GetCapabilitiesResponse) GetQuotas() []*Quota {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
 var File_groundwire_v1_capabilities_proto protoreflect.FileDescriptor
 
 const file_groundwire_v1_capabilities_proto_rawDesc = "" +
 	"\n" +
-	" groundwire/v1/capabilities.proto\x12\rgroundwire.v1\x1a\x1egroundwire/v1/generation.proto\x1a\x1dgroundwire/v1/retrieval.proto\"\x18\n" +
+	" groundwire/v1/capabilities.proto\x12\rgroundwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egroundwire/v1/generation.proto\x1a\x1dgroundwire/v1/retrieval.proto\"\x18\n" +
 	"\x16GetCapabilitiesRequest\"\xe0\x02\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -484,7 +597,15 @@ const file_groundwire_v1_capabilities_proto_rawDesc = "" +
 	"\x0fmax_query_chars\x18\x02 \x01(\rR\rmaxQueryChars\x12,\n" +
 	"\x12max_document_bytes\x18\x03 \x01(\rR\x10maxDocumentBytes\x12*\n" +
 	"\x11max_message_bytes\x18\x04 \x01(\rR\x0fmaxMessageBytes\x120\n" +
-	"\x14max_context_passages\x18\x05 \x01(\rR\x12maxContextPassages\"\xc7\x03\n" +
+	"\x14max_context_passages\x18\x05 \x01(\rR\x12maxContextPassages\"\xee\x01\n" +
+	"\x05Quota\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x03R\x05limit\x12\x1c\n" +
+	"\tremaining\x18\x03 \x01(\x03R\tremaining\x121\n" +
+	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06window\x126\n" +
+	"\tresets_in\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bresetsIn\x12\x16\n" +
+	"\x06shared\x18\x06 \x01(\bR\x06shared\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\"\xf5\x03\n" +
 	"\x17GetCapabilitiesResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12\x1f\n" +
 	"\vembedder_id\x18\x02 \x01(\tR\n" +
@@ -493,7 +614,8 @@ const file_groundwire_v1_capabilities_proto_rawDesc = "" +
 	"\x06models\x18\x04 \x03(\v2\x18.groundwire.v1.ModelInfoR\x06models\x12-\n" +
 	"\x05tiers\x18\x05 \x03(\v2\x17.groundwire.v1.TierInfoR\x05tiers\x12-\n" +
 	"\x06limits\x18\x06 \x01(\v2\x15.groundwire.v1.LimitsR\x06limits\x12P\n" +
-	"\bfeatures\x18\a \x03(\v24.groundwire.v1.GetCapabilitiesResponse.FeaturesEntryR\bfeatures\x1a;\n" +
+	"\bfeatures\x18\a \x03(\v24.groundwire.v1.GetCapabilitiesResponse.FeaturesEntryR\bfeatures\x12,\n" +
+	"\x06quotas\x18\b \x03(\v2\x14.groundwire.v1.QuotaR\x06quotas\x1a;\n" +
 	"\rFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01*|\n" +
@@ -519,33 +641,38 @@ func file_groundwire_v1_capabilities_proto_rawDescGZIP() []byte {
 }
 
 var file_groundwire_v1_capabilities_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_groundwire_v1_capabilities_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_groundwire_v1_capabilities_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_groundwire_v1_capabilities_proto_goTypes = []any{
 	(BreakerState)(0),               // 0: groundwire.v1.BreakerState
 	(*GetCapabilitiesRequest)(nil),  // 1: groundwire.v1.GetCapabilitiesRequest
 	(*ModelInfo)(nil),               // 2: groundwire.v1.ModelInfo
 	(*TierInfo)(nil),                // 3: groundwire.v1.TierInfo
 	(*Limits)(nil),                  // 4: groundwire.v1.Limits
-	(*GetCapabilitiesResponse)(nil), // 5: groundwire.v1.GetCapabilitiesResponse
-	nil,                             // 6: groundwire.v1.GetCapabilitiesResponse.FeaturesEntry
-	(Tier)(0),                       // 7: groundwire.v1.Tier
-	(RetrievalMode)(0),              // 8: groundwire.v1.RetrievalMode
+	(*Quota)(nil),                   // 5: groundwire.v1.Quota
+	(*GetCapabilitiesResponse)(nil), // 6: groundwire.v1.GetCapabilitiesResponse
+	nil,                             // 7: groundwire.v1.GetCapabilitiesResponse.FeaturesEntry
+	(Tier)(0),                       // 8: groundwire.v1.Tier
+	(*durationpb.Duration)(nil),     // 9: google.protobuf.Duration
+	(RetrievalMode)(0),              // 10: groundwire.v1.RetrievalMode
 }
 var file_groundwire_v1_capabilities_proto_depIdxs = []int32{
-	0, // 0: groundwire.v1.ModelInfo.breaker:type_name -> groundwire.v1.BreakerState
-	7, // 1: groundwire.v1.TierInfo.tier:type_name -> groundwire.v1.Tier
-	8, // 2: groundwire.v1.GetCapabilitiesResponse.retrieval_modes:type_name -> groundwire.v1.RetrievalMode
-	2, // 3: groundwire.v1.GetCapabilitiesResponse.models:type_name -> groundwire.v1.ModelInfo
-	3, // 4: groundwire.v1.GetCapabilitiesResponse.tiers:type_name -> groundwire.v1.TierInfo
-	4, // 5: groundwire.v1.GetCapabilitiesResponse.limits:type_name -> groundwire.v1.Limits
-	6, // 6: groundwire.v1.GetCapabilitiesResponse.features:type_name -> groundwire.v1.GetCapabilitiesResponse.FeaturesEntry
-	1, // 7: groundwire.v1.CapabilitiesService.GetCapabilities:input_type -> groundwire.v1.GetCapabilitiesRequest
-	5, // 8: groundwire.v1.CapabilitiesService.GetCapabilities:output_type -> groundwire.v1.GetCapabilitiesResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: groundwire.v1.ModelInfo.breaker:type_name -> groundwire.v1.BreakerState
+	8,  // 1: groundwire.v1.TierInfo.tier:type_name -> groundwire.v1.Tier
+	9,  // 2: groundwire.v1.Quota.window:type_name -> google.protobuf.Duration
+	9,  // 3: groundwire.v1.Quota.resets_in:type_name -> google.protobuf.Duration
+	10, // 4: groundwire.v1.GetCapabilitiesResponse.retrieval_modes:type_name -> groundwire.v1.RetrievalMode
+	2,  // 5: groundwire.v1.GetCapabilitiesResponse.models:type_name -> groundwire.v1.ModelInfo
+	3,  // 6: groundwire.v1.GetCapabilitiesResponse.tiers:type_name -> groundwire.v1.TierInfo
+	4,  // 7: groundwire.v1.GetCapabilitiesResponse.limits:type_name -> groundwire.v1.Limits
+	7,  // 8: groundwire.v1.GetCapabilitiesResponse.features:type_name -> groundwire.v1.GetCapabilitiesResponse.FeaturesEntry
+	5,  // 9: groundwire.v1.GetCapabilitiesResponse.quotas:type_name -> groundwire.v1.Quota
+	1,  // 10: groundwire.v1.CapabilitiesService.GetCapabilities:input_type -> groundwire.v1.GetCapabilitiesRequest
+	6,  // 11: groundwire.v1.CapabilitiesService.GetCapabilities:output_type -> groundwire.v1.GetCapabilitiesResponse
+	11, // [11:12] is the sub-list for method output_type
+	10, // [10:11] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_groundwire_v1_capabilities_proto_init() }
@@ -561,7 +688,7 @@ func file_groundwire_v1_capabilities_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_groundwire_v1_capabilities_proto_rawDesc), len(file_groundwire_v1_capabilities_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -68,6 +68,15 @@ const (
 	// The request or one of its parts is larger than the server accepts
 	// (gRPC INVALID_ARGUMENT, with a `BadRequest` naming the field).
 	ErrorReason_ERROR_REASON_TOO_LARGE ErrorReason = 14
+	// The request body, or one message of a client stream, could not be decoded as the RPC's
+	// message: not protobuf, truncated, or a string field that is not valid UTF-8 (gRPC
+	// INVALID_ARGUMENT). Nothing ran; no `BadRequest` detail, since no field could be read.
+	ErrorReason_ERROR_REASON_MALFORMED_REQUEST ErrorReason = 15
+	// One of the calling tenant's quotas is spent: requests per minute, LLM tokens per minute
+	// or spend per day (gRPC RESOURCE_EXHAUSTED). A `google.rpc.QuotaFailure` detail names
+	// the quota and a `google.rpc.RetryInfo` detail says when it refills. Retrying on another
+	// replica does not help when quotas are shared through Redis.
+	ErrorReason_ERROR_REASON_QUOTA_EXCEEDED ErrorReason = 16
 )
 
 // Enum value maps for ErrorReason.
@@ -88,6 +97,8 @@ var (
 		12: "ERROR_REASON_NOT_IMPLEMENTED",
 		13: "ERROR_REASON_INTERNAL",
 		14: "ERROR_REASON_TOO_LARGE",
+		15: "ERROR_REASON_MALFORMED_REQUEST",
+		16: "ERROR_REASON_QUOTA_EXCEEDED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -105,6 +116,8 @@ var (
 		"ERROR_REASON_NOT_IMPLEMENTED":          12,
 		"ERROR_REASON_INTERNAL":                 13,
 		"ERROR_REASON_TOO_LARGE":                14,
+		"ERROR_REASON_MALFORMED_REQUEST":        15,
+		"ERROR_REASON_QUOTA_EXCEEDED":           16,
 	}
 )
 
@@ -139,7 +152,7 @@ var File_groundwire_v1_errors_proto protoreflect.FileDescriptor
 
 const file_groundwire_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1agroundwire/v1/errors.proto\x12\rgroundwire.v1*\x8b\x04\n" +
+	"\x1agroundwire/v1/errors.proto\x12\rgroundwire.v1*\xd0\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_FIELD\x10\x01\x12$\n" +
@@ -156,7 +169,9 @@ const file_groundwire_v1_errors_proto_rawDesc = "" +
 	"\x1eERROR_REASON_EMBEDDER_MISMATCH\x10\v\x12 \n" +
 	"\x1cERROR_REASON_NOT_IMPLEMENTED\x10\f\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\r\x12\x1a\n" +
-	"\x16ERROR_REASON_TOO_LARGE\x10\x0eB\xbe\x01\n" +
+	"\x16ERROR_REASON_TOO_LARGE\x10\x0e\x12\"\n" +
+	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x0f\x12\x1f\n" +
+	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10\x10B\xbe\x01\n" +
 	"\x11com.groundwire.v1B\vErrorsProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3"
 
 var (

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Tier } from "./generation_pb";
 import { file_groundwire_v1_generation } from "./generation_pb";
 import type { RetrievalMode } from "./retrieval_pb";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file groundwire/v1/capabilities.proto.
  */
 export const file_groundwire_v1_capabilities: GenFile = /*@__PURE__*/
-  fileDesc("CiBncm91bmR3aXJlL3YxL2NhcGFiaWxpdGllcy5wcm90bxINZ3JvdW5kd2lyZS52MSIYChZHZXRDYXBhYmlsaXRpZXNSZXF1ZXN0IukBCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIWCg51cHN0cmVhbV9tb2RlbBgCIAEoCRIWCg5jb250ZXh0X3dpbmRvdxgDIAEoDRIZChFtYXhfb3V0cHV0X3Rva2VucxgEIAEoDRIgChhpbnB1dF9taWNyb3NfcGVyX21pbGxpb24YBSABKAMSIQoZb3V0cHV0X21pY3Jvc19wZXJfbWlsbGlvbhgGIAEoAxIQCghjdXJyZW5jeRgHIAEoCRIsCgdicmVha2VyGAggASgOMhsuZ3JvdW5kd2lyZS52MS5CcmVha2VyU3RhdGUiPAoIVGllckluZm8SIQoEdGllchgBIAEoDjITLmdyb3VuZHdpcmUudjEuVGllchINCgVjaGFpbhgCIAMoCSKJAQoGTGltaXRzEhEKCW1heF90b3BfaxgBIAEoDRIXCg9tYXhfcXVlcnlfY2hhcnMYAiABKA0SGgoSbWF4X2RvY3VtZW50X2J5dGVzGAMgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAQgASgNEhwKFG1heF9jb250ZXh0X3Bhc3NhZ2VzGAUgASgNIu8CChdHZXRDYXBhYmlsaXRpZXNSZXNwb25zZRIWCg5zZXJ2ZXJfdmVyc2lvbhgBIAEoCRITCgtlbWJlZGRlcl9pZBgCIAEoCRI1Cg9yZXRyaWV2YWxfbW9kZXMYAyADKA4yHC5ncm91bmR3aXJlLnYxLlJldHJpZXZhbE1vZGUSKAoGbW9kZWxzGAQgAygLMhguZ3JvdW5kd2lyZS52MS5Nb2RlbEluZm8SJgoFdGllcnMYBSADKAsyFy5ncm91bmR3aXJlLnYxLlRpZXJJbmZvEiUKBmxpbWl0cxgGIAEoCzIVLmdyb3VuZHdpcmUudjEuTGltaXRzEkYKCGZlYXR1cmVzGAcgAygLMjQuZ3JvdW5kd2lyZS52MS5HZXRDYXBhYmlsaXRpZXNSZXNwb25zZS5GZWF0dXJlc0VudHJ5Gi8KDUZlYXR1cmVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAzJ3ChNDYXBhYmlsaXRpZXNTZXJ2aWNlEmAKD0dldENhcGFiaWxpdGllcxIlLmdyb3VuZHdpcmUudjEuR2V0Q2FwYWJpbGl0aWVzUmVxdWVzdBomLmdyb3VuZHdpcmUudjEuR2V0Q2FwYWJpbGl0aWVzUmVzcG9uc2VCxAEKEWNvbS5ncm91bmR3aXJlLnYxQhFDYXBhYmlsaXRpZXNQcm90b1ABWkdnaXRodWIuY29tL2dyb3VuZHdpcmUvZ3JvdW5kd2lyZS9zZGtzL2dvL2dlbi9ncm91bmR3aXJlL3YxO2dyb3VuZHdpcmV2MaICA0dYWKoCDUdyb3VuZHdpcmUuVjHKAg1Hcm91bmR3aXJlXFYx4gIZR3JvdW5kd2lyZVxWMVxHUEJNZXRhZGF0YeoCDkdyb3VuZHdpcmU6OlYxYgZwcm90bzM", [file_groundwire_v1_generation, file_groundwire_v1_retrieval]);
+  fileDesc("CiBncm91bmR3aXJlL3YxL2NhcGFiaWxpdGllcy5wcm90bxINZ3JvdW5kd2lyZS52MSIYChZHZXRDYXBhYmlsaXRpZXNSZXF1ZXN0IukBCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIWCg51cHN0cmVhbV9tb2RlbBgCIAEoCRIWCg5jb250ZXh0X3dpbmRvdxgDIAEoDRIZChFtYXhfb3V0cHV0X3Rva2VucxgEIAEoDRIgChhpbnB1dF9taWNyb3NfcGVyX21pbGxpb24YBSABKAMSIQoZb3V0cHV0X21pY3Jvc19wZXJfbWlsbGlvbhgGIAEoAxIQCghjdXJyZW5jeRgHIAEoCRIsCgdicmVha2VyGAggASgOMhsuZ3JvdW5kd2lyZS52MS5CcmVha2VyU3RhdGUiPAoIVGllckluZm8SIQoEdGllchgBIAEoDjITLmdyb3VuZHdpcmUudjEuVGllchINCgVjaGFpbhgCIAMoCSKJAQoGTGltaXRzEhEKCW1heF90b3BfaxgBIAEoDRIXCg9tYXhfcXVlcnlfY2hhcnMYAiABKA0SGgoSbWF4X2RvY3VtZW50X2J5dGVzGAMgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAQgASgNEhwKFG1heF9jb250ZXh0X3Bhc3NhZ2VzGAUgASgNIrIBCgVRdW90YRIMCgRuYW1lGAEgASgJEg0KBWxpbWl0GAIgASgDEhEKCXJlbWFpbmluZxgDIAEoAxIpCgZ3aW5kb3cYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoJcmVzZXRzX2luGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnNoYXJlZBgGIAEoCBIQCghjdXJyZW5jeRgHIAEoCSKVAwoXR2V0Q2FwYWJpbGl0aWVzUmVzcG9uc2USFgoOc2VydmVyX3ZlcnNpb24YASABKAkSEwoLZW1iZWRkZXJfaWQYAiABKAkSNQoPcmV0cmlldmFsX21vZGVzGAMgAygOMhwuZ3JvdW5kd2lyZS52MS5SZXRyaWV2YWxNb2RlEigKBm1vZGVscxgEIAMoCzIYLmdyb3VuZHdpcmUudjEuTW9kZWxJbmZvEiYKBXRpZXJzGAUgAygLMhcuZ3JvdW5kd2lyZS52MS5UaWVySW5mbxIlCgZsaW1pdHMYBiABKAsyFS5ncm91bmR3aXJlLnYxLkxpbWl0cxJGCghmZWF0dXJlcxgHIAMoCzI0Lmdyb3VuZHdpcmUudjEuR2V0Q2FwYWJpbGl0aWVzUmVzcG9uc2UuRmVhdHVyZXNFbnRyeRIkCgZxdW90YXMYCCADKAsyFC5ncm91bmR3aXJlLnYxLlF1b3RhGi8KDUZlYXR1cmVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAzJ3ChNDYXBhYmlsaXRpZXNTZXJ2aWNlEmAKD0dldENhcGFiaWxpdGllcxIlLmdyb3VuZHdpcmUudjEuR2V0Q2FwYWJpbGl0aWVzUmVxdWVzdBomLmdyb3VuZHdpcmUudjEuR2V0Q2FwYWJpbGl0aWVzUmVzcG9uc2VCxAEKEWNvbS5ncm91bmR3aXJlLnYxQhFDYXBhYmlsaXRpZXNQcm90b1ABWkdnaXRodWIuY29tL2dyb3VuZHdpcmUvZ3JvdW5kd2lyZS9zZGtzL2dvL2dlbi9ncm91bmR3aXJlL3YxO2dyb3VuZHdpcmV2MaICA0dYWKoCDUdyb3VuZHdpcmUuVjHKAg1Hcm91bmR3aXJlXFYx4gIZR3JvdW5kd2lyZVxWMVxHUEJNZXRhZGF0YeoCDkdyb3VuZHdpcmU6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_groundwire_v1_generation, file_groundwire_v1_retrieval]);
 
 /**
  * GetCapabilitiesRequest takes no parameters.
@@ -179,6 +181,72 @@ export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
   messageDesc(file_groundwire_v1_capabilities, 3);
 
 /**
+ * Quota is one of the calling tenant's quotas and what is left of it at the time of the call.
+ *
+ * @generated from message groundwire.v1.Quota
+ */
+export type Quota = Message<"groundwire.v1.Quota"> & {
+  /**
+   * The quota's name: `requests_per_minute`, `llm_tokens_per_minute` (prompt plus completion
+   * tokens) or `spend_micros_per_day` (micros of `currency`). `QuotaFailure` uses the same
+   * names as its `subject`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The most the tenant may use per window, in the quota's unit.
+   *
+   * @generated from field: int64 limit = 2;
+   */
+  limit: bigint;
+
+  /**
+   * What is left in the current window; 0 when spent. Never negative.
+   *
+   * @generated from field: int64 remaining = 3;
+   */
+  remaining: bigint;
+
+  /**
+   * The window's length (one minute or one day).
+   *
+   * @generated from field: google.protobuf.Duration window = 4;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * How long until the current window ends and `remaining` is back to `limit`.
+   *
+   * @generated from field: google.protobuf.Duration resets_in = 5;
+   */
+  resetsIn?: Duration | undefined;
+
+  /**
+   * True when the budget lives in Redis and every replica draws on it; false when this
+   * replica counts on its own (no Redis configured, or Redis unreachable right now).
+   *
+   * @generated from field: bool shared = 6;
+   */
+  shared: boolean;
+
+  /**
+   * The currency of a spend quota (ISO 4217); empty for the others.
+   *
+   * @generated from field: string currency = 7;
+   */
+  currency: string;
+};
+
+/**
+ * Describes the message groundwire.v1.Quota.
+ * Use `create(QuotaSchema)` to create a new message.
+ */
+export const QuotaSchema: GenMessage<Quota> = /*@__PURE__*/
+  messageDesc(file_groundwire_v1_capabilities, 4);
+
+/**
  * GetCapabilitiesResponse describes this server.
  *
  * @generated from message groundwire.v1.GetCapabilitiesResponse
@@ -232,6 +300,13 @@ export type GetCapabilitiesResponse = Message<"groundwire.v1.GetCapabilitiesResp
    * @generated from field: map<string, bool> features = 7;
    */
   features: { [key: string]: boolean };
+
+  /**
+   * The calling tenant's quotas with what is left of each; empty when no quota applies.
+   *
+   * @generated from field: repeated groundwire.v1.Quota quotas = 8;
+   */
+  quotas: Quota[];
 };
 
 /**
@@ -239,7 +314,7 @@ export type GetCapabilitiesResponse = Message<"groundwire.v1.GetCapabilitiesResp
  * Use `create(GetCapabilitiesResponseSchema)` to create a new message.
  */
 export const GetCapabilitiesResponseSchema: GenMessage<GetCapabilitiesResponse> = /*@__PURE__*/
-  messageDesc(file_groundwire_v1_capabilities, 4);
+  messageDesc(file_groundwire_v1_capabilities, 5);
 
 /**
  * BreakerState is the state of a model's circuit breaker.
