@@ -164,6 +164,30 @@ def test_rate_limited_is_resource_exhausted() -> None:
     assert error.retryable
 
 
+def test_quota_failure_names_the_spent_quota() -> None:
+    status = _status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "quota exceeded: 60 requests per minute",
+        _error_info("ERROR_REASON_QUOTA_EXCEEDED", "cid-q"),
+        error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject="requests_per_minute", description="60 requests per minute"
+                )
+            ]
+        ),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=12)),
+    )
+    error = errors.from_status(status)
+    assert isinstance(error, errors.ResourceExhausted)
+    assert error.reason == "ERROR_REASON_QUOTA_EXCEEDED"
+    assert error.quota_violations == [
+        errors.QuotaViolation("requests_per_minute", "60 requests per minute")
+    ]
+    assert error.retry_after == 12.0
+    assert "requests_per_minute: 60 requests per minute" in str(error)
+
+
 def test_status_without_details_uses_the_code_and_the_echoed_correlation_id() -> None:
     cause = FakeCall(
         grpc.StatusCode.UNAUTHENTICATED, "invalid API key", [("x-correlation-id", "echoed")]

@@ -29,6 +29,16 @@ type FieldViolation struct {
 	Description string
 }
 
+// QuotaViolation names one spent quota (from a google.rpc.QuotaFailure detail, reason
+// ERROR_REASON_QUOTA_EXCEEDED).
+type QuotaViolation struct {
+	// Subject is the quota's name: requests_per_minute, llm_tokens_per_minute or
+	// spend_micros_per_day, as GetCapabilities lists them.
+	Subject string
+	// Description says what was exceeded.
+	Description string
+}
+
 // Error is a failed call: its gRPC status and the details groundwire attaches to it.
 // Every Client method returns gRPC failures as *Error; read it with errors.As:
 //
@@ -52,6 +62,9 @@ type Error struct {
 	CorrelationID string
 	// FieldViolations lists the offending fields of an INVALID_ARGUMENT error.
 	FieldViolations []FieldViolation
+	// QuotaViolations lists the spent quotas of a RESOURCE_EXHAUSTED error with reason
+	// ERROR_REASON_QUOTA_EXCEEDED.
+	QuotaViolations []QuotaViolation
 	// RetryAfter is the suggested delay from a google.rpc.RetryInfo detail; zero if none.
 	RetryAfter time.Duration
 	// Status is the original gRPC status, with all its details.
@@ -155,6 +168,11 @@ func convertError(err error, sentID, echoedID string) error {
 			for _, v := range d.GetFieldViolations() {
 				e.FieldViolations = append(e.FieldViolations,
 					FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
+			}
+		case *errdetails.QuotaFailure:
+			for _, v := range d.GetViolations() {
+				e.QuotaViolations = append(e.QuotaViolations,
+					QuotaViolation{Subject: v.GetSubject(), Description: v.GetDescription()})
 			}
 		case *errdetails.RetryInfo:
 			if d.GetRetryDelay() != nil {

@@ -112,6 +112,33 @@ func TestFromErrorRetryInfo(t *testing.T) {
 	}
 }
 
+func TestFromErrorQuotaFailure(t *testing.T) {
+	st, err := status.New(codes.ResourceExhausted, "quota exceeded: 60 requests per minute").WithDetails(
+		&errdetails.ErrorInfo{Reason: "ERROR_REASON_QUOTA_EXCEEDED", Domain: ErrorDomain},
+		&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{
+			{Subject: "requests_per_minute", Description: "60 requests per minute"},
+		}},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(12 * time.Second)},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gwErr *Error
+	if !errors.As(FromError(st.Err()), &gwErr) {
+		t.Fatal("not an *Error")
+	}
+	if gwErr.ErrorReason() != groundwirev1.ErrorReason_ERROR_REASON_QUOTA_EXCEEDED {
+		t.Errorf("ErrorReason() = %v", gwErr.ErrorReason())
+	}
+	want := QuotaViolation{Subject: "requests_per_minute", Description: "60 requests per minute"}
+	if len(gwErr.QuotaViolations) != 1 || gwErr.QuotaViolations[0] != want {
+		t.Errorf("QuotaViolations = %+v, want %+v", gwErr.QuotaViolations, want)
+	}
+	if gwErr.RetryAfter != 12*time.Second || !gwErr.Retryable() {
+		t.Errorf("RetryAfter = %v, Retryable = %v", gwErr.RetryAfter, gwErr.Retryable())
+	}
+}
+
 func TestFromErrorWithoutDetails(t *testing.T) {
 	var gwErr *Error
 	if !errors.As(convertError(status.Error(codes.Unavailable, "connection refused"), "sent", ""), &gwErr) {

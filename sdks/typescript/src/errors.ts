@@ -5,6 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
+  QuotaFailureSchema,
   RetryInfoSchema,
 } from "./gen/google/rpc/error_details_pb.js";
 import { ErrorReason } from "./gen/groundwire/v1/errors_pb.js";
@@ -67,6 +68,15 @@ export interface FieldViolation {
   description: string;
 }
 
+/** One spent quota, from a `google.rpc.QuotaFailure` detail (`ERROR_REASON_QUOTA_EXCEEDED`). */
+export interface QuotaViolation {
+  /** The quota's name: `requests_per_minute`, `llm_tokens_per_minute` or
+   * `spend_micros_per_day`, as `getCapabilities` lists them. */
+  subject: string;
+  /** What was exceeded. */
+  description: string;
+}
+
 /**
  * A failed groundwire call.
  *
@@ -94,6 +104,8 @@ export class GroundwireError extends Error {
   readonly correlationId: string | undefined;
   /** The offending fields, from a `google.rpc.BadRequest` detail; empty when none. */
   readonly fieldViolations: readonly FieldViolation[];
+  /** The spent quotas, from a `google.rpc.QuotaFailure` detail; empty when none. */
+  readonly quotaViolations: readonly QuotaViolation[];
   /** The delay the server suggests before retrying (`google.rpc.RetryInfo`), in ms. */
   readonly retryAfterMs: number | undefined;
   /** The status message as the server sent it, without the code prefix. */
@@ -129,6 +141,10 @@ export class GroundwireError extends Error {
       .findDetails(BadRequestSchema)
       .flatMap((bad) => bad.fieldViolations)
       .map((v) => ({ field: v.field, description: v.description }));
+    this.quotaViolations = err
+      .findDetails(QuotaFailureSchema)
+      .flatMap((failure) => failure.violations)
+      .map((v) => ({ subject: v.subject, description: v.description }));
     const delay = err.findDetails(RetryInfoSchema)[0]?.retryDelay;
     this.retryAfterMs =
       delay === undefined ? undefined : Number(delay.seconds) * 1000 + Math.round(delay.nanos / 1e6);

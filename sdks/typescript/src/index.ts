@@ -19,6 +19,7 @@ export {
   CORRELATION_ID_HEADER,
   ERROR_DOMAIN,
   type FieldViolation,
+  type QuotaViolation,
   type GrpcCodeName,
 } from "./errors.js";
 export { ServingStatus, type HealthStatus } from "./health.js";

@@ -10,6 +10,7 @@ import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
+  QuotaFailureSchema,
   RetryInfoSchema,
 } from "../src/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
@@ -103,6 +104,32 @@ describe("GroundwireError", () => {
     assert.equal(err.retryAfterMs, 2500);
     assert.equal(err.retryable, true);
     assert.deepEqual(err.fieldViolations, []);
+  });
+
+  test("decodes QuotaFailure into quotaViolations", () => {
+    const err = GroundwireError.from(
+      new ConnectError("quota exceeded", Code.ResourceExhausted, undefined, [
+        {
+          desc: ErrorInfoSchema,
+          value: { reason: "ERROR_REASON_QUOTA_EXCEEDED", domain: "groundwire.v1" },
+        },
+        {
+          desc: QuotaFailureSchema,
+          value: {
+            violations: [
+              { subject: "requests_per_minute", description: "60 requests per minute" },
+            ],
+          },
+        },
+        { desc: RetryInfoSchema, value: { retryDelay: { seconds: 12n, nanos: 0 } } },
+      ]),
+    );
+    assert.equal(err.reasonCode, ErrorReason.QUOTA_EXCEEDED);
+    assert.deepEqual(err.quotaViolations, [
+      { subject: "requests_per_minute", description: "60 requests per minute" },
+    ]);
+    assert.equal(err.retryAfterMs, 12000);
+    assert.equal(err.retryable, true);
   });
 
   test("accepts the short reason spelling", () => {

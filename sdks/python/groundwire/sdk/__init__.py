@@ -23,7 +23,7 @@ from groundwire.sdk._common import (
 from groundwire.sdk._version import __version__
 from groundwire.sdk.aio import AsyncClient, AsyncGenerateStream, AsyncTextStream
 from groundwire.sdk.client import Client, GenerateStream, TextStream
-from groundwire.sdk.errors import FieldViolation, GroundwireError
+from groundwire.sdk.errors import FieldViolation, GroundwireError, QuotaViolation
 from groundwire.v1.capabilities_pb2 import GetCapabilitiesResponse
 from groundwire.v1.common_pb2 import Chunk, MetadataValue
 from groundwire.v1.documents_pb2 import DeleteDocumentsResponse, Document, IngestDocumentsResponse
@@ -62,6 +62,7 @@ __all__ = [
     "IngestDocumentsResponse",
     "MetadataFilter",
     "MetadataValue",
+    "QuotaViolation",
     "RetrieveRequest",
     "RetrieveResponse",
     "ServingStatus",

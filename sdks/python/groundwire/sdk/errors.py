@@ -4,7 +4,8 @@ Every failed call raises a :class:`GroundwireError` (or one of its subclasses, c
 gRPC status code) instead of a raw :class:`grpc.RpcError`; the original error is kept as
 ``__cause__``. The server attaches a ``google.rpc.ErrorInfo`` (domain ``groundwire.v1``, a
 reason from the ``ErrorReason`` enum, ``correlation_id`` in its metadata) to every failure,
-plus a ``google.rpc.BadRequest`` or ``google.rpc.RetryInfo`` where they apply::
+plus a ``google.rpc.BadRequest``, ``google.rpc.QuotaFailure`` or ``google.rpc.RetryInfo``
+where they apply::
 
     try:
         client.retrieve("")
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "QuotaViolation",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
@@ -68,6 +70,17 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """One spent quota of a ``google.rpc.QuotaFailure`` (reason ``ERROR_REASON_QUOTA_EXCEEDED``)."""
+
+    #: The quota's name: ``requests_per_minute``, ``llm_tokens_per_minute`` or
+    #: ``spend_micros_per_day`` (the names ``GetCapabilities`` lists).
+    subject: str
+    #: What was exceeded, in words.
+    description: str
+
+
 class GroundwireError(Exception):
     """A failed groundwire call: the gRPC status and the rich details the server attached.
 
@@ -82,6 +95,7 @@ class GroundwireError(Exception):
         correlation_id: The id to quote when reporting the failure: the ``ErrorInfo``'s, else
             the one the server echoed in the trailers, else the one the client sent.
         field_violations: The offending fields of a ``BadRequest`` detail, if any.
+        quota_violations: The spent quotas of a ``QuotaFailure`` detail, if any.
         retry_after: The delay a ``RetryInfo`` detail suggests before retrying, in seconds.
         status: The decoded ``google.rpc.Status``, or ``None`` when there was none.
     """
@@ -96,6 +110,7 @@ class GroundwireError(Exception):
         metadata: Mapping[str, str] | None = None,
         correlation_id: str | None = None,
         field_violations: Iterable[FieldViolation] = (),
+        quota_violations: Iterable[QuotaViolation] = (),
         retry_after: float | None = None,
         status: status_pb2.Status | None = None,
     ) -> None:
@@ -107,6 +122,7 @@ class GroundwireError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.correlation_id = correlation_id
         self.field_violations: list[FieldViolation] = list(field_violations)
+        self.quota_violations: list[QuotaViolation] = list(quota_violations)
         self.retry_after = retry_after
         self.status = status
 
@@ -121,6 +137,7 @@ class GroundwireError(Exception):
         if self.reason != REASON_UNSPECIFIED:
             extras.append(self.reason)
         extras += [f"{v.field}: {v.description}" for v in self.field_violations]
+        extras += [f"{v.subject}: {v.description}" for v in self.quota_violations]
         if self.retry_after is not None:
             extras.append(f"retry after {self.retry_after:g}s")
         if self.correlation_id:
@@ -228,6 +245,7 @@ def from_status(
     reason, domain = REASON_UNSPECIFIED, ""
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
+    quotas: list[QuotaViolation] = []
     retry_after: float | None = None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -243,6 +261,12 @@ def from_status(
                 FieldViolation(str(v.field), str(v.description))
                 for v in bad_request.field_violations
             ]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota_failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota_failure)
+            quotas += [
+                QuotaViolation(str(v.subject), str(v.description)) for v in quota_failure.violations
+            ]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
@@ -257,6 +281,7 @@ def from_status(
         metadata=metadata,
         correlation_id=metadata.get("correlation_id") or correlation_id,
         field_violations=violations,
+        quota_violations=quotas,
         retry_after=retry_after,
         status=status,
     )
