@@ -1,4 +1,5 @@
-"""The real `groundwire serve` process: SIGTERM drains in-flight calls and refuses new ones."""
+"""The real `groundwire serve` process: SIGTERM drains in-flight calls (an ingest stream,
+Generate streams answering from an upstream) and refuses new ones."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from groundwire.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.v1 import (
+    documents_pb2,
+    documents_pb2_grpc,
+    generation_pb2,
+    generation_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
 from tests.redis_server import free_port
+from tests.rpc.generation import collect, passages_request
 
 
 async def _wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen[bytes]) -> None:
@@ -32,9 +42,10 @@ async def _wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen[byt
     raise AssertionError("server never became SERVING")
 
 
-async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
+def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """``groundwire serve`` as a child process on ``port``: sparse only, no Redis, a long
+    grace period, its log on a pipe; ``env`` adds ``GROUNDWIRE_*`` settings."""
+    variables = {
         **os.environ,
         "GROUNDWIRE_LISTEN": f"127.0.0.1:{port}",
         "GROUNDWIRE_EMBEDDER": "none",
@@ -42,14 +53,20 @@ async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
         "GROUNDWIRE_METRICS_PORT": "0",
         "GROUNDWIRE_GRACE_PERIOD_S": "20",
         "GROUNDWIRE_REDIS_URL": "",
+        **env,
     }
-    # Popen only starts the process; the waits below are bounded and rare.
-    process = subprocess.Popen(  # noqa: ASYNC220
+    # Popen only starts the process; the waits in the tests are bounded and rare.
+    return subprocess.Popen(
         [sys.executable, "-m", "groundwire.server.cli", "serve"],
-        env=env,
+        env=variables,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
+    port = free_port()
+    process = _serve(tmp_path, port)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await _wait_serving(channel, process)
@@ -89,3 +106,42 @@ async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
             process.wait()
     log = process.stderr.read().decode() if process.stderr else ""
     assert '"message": "draining"' in log and '"message": "stopped"' in log
+
+
+async def test_sigterm_lets_generate_streams_in_flight_finish(tmp_path: Path) -> None:
+    port = free_port()
+    async with ScriptedLLM() as llm:
+        # Each answer takes ~1.5 s of upstream time: long enough to be cut by a hasty stop.
+        llm.set_default(Script(tokens=[f" t{i}" for i in range(30)], inter_token_s=0.05))
+        process = _serve(tmp_path, port, GROUNDWIRE_LLM_BASE_URL=llm.base_url)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await _wait_serving(channel, process)
+                stub = generation_pb2_grpc.GenerationServiceStub(channel)
+                request = passages_request(bypass_cache=True)
+                calls = [stub.Generate(request, timeout=30) for _ in range(4)]
+                streams = [asyncio.ensure_future(collect(call)) for call in calls]
+                await llm.wait_for_requests(4)
+                for _ in range(500):  # until every stream has started answering
+                    if all(r.tokens_sent > 0 for r in llm.requests):
+                        break
+                    await asyncio.sleep(0.02)
+                process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+
+                # A new call is refused while the four drain.
+                late = await collect(stub.Generate(request, timeout=5))
+                assert late.error is not None
+                assert late.error.code() == grpc.StatusCode.UNAVAILABLE
+
+                for stream in await asyncio.gather(*streams):
+                    assert stream.error is None
+                    assert stream.frames[-1].HasField("end")
+                    assert stream.end.finish_reason == generation_pb2.FINISH_REASON_STOP
+                    assert stream.text.count(" t") == 30  # the whole answer, not a cut one
+            assert process.wait(timeout=30) == 0
+            assert all(r.completed for r in llm.requests)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

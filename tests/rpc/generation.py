@@ -79,6 +79,18 @@ async def collect(call: Any) -> Stream:
     return stream
 
 
+async def read_deltas(call: Any, count: int) -> int:
+    """Read a Generate call until ``count`` deltas have arrived (or it ended), leaving it
+    open for the caller to cancel; returns how many deltas arrived."""
+    seen = 0
+    async for frame in call:
+        if frame.HasField("delta"):
+            seen += 1
+            if seen == count:
+                break
+    return seen
+
+
 def assert_well_formed(stream: Stream) -> None:
     """One start first, one end last, deltas and citations between, each citation after
     the delta that completed its marker and pointing at the text it covers."""

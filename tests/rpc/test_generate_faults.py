@@ -15,9 +15,10 @@ from google.protobuf import duration_pb2
 from groundwire.clients.breaker import BreakerState
 from groundwire.server.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import generation_pb2
+from tests.redis_server import free_port
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.errors import details
-from tests.rpc.generation import assert_well_formed, collect
+from tests.rpc.generation import assert_well_formed, collect, read_deltas
 from tests.rpc.generation import passages_request as cached_request
 
 FLASH = "deepseek-ai/DeepSeek-V4-Flash"
@@ -62,14 +63,80 @@ async def test_a_rate_limit_goes_to_the_economy_model_and_feeds_the_breaker(
     assert stream.end.attempts == 2 and stream.end.final_model == "glm-4-plus"
     flash = running.breakers["deepseek-v4-flash"]
     assert flash.state is BreakerState.OPEN and flash.open_until == pytest.approx(1020.0)
-    # While it is open the standard tier skips it without calling it.
+    assert flash.rate_limited
+    # While it is open the standard tier skips it without calling it, and the request goes
+    # where the 429 itself would have sent it: the economy model, not the next standard one.
     stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
-    assert stream.start.model == "qwen3-32b" and stream.start.route == generation_pb2.ROUTE_FALLBACK
-    assert [r.model for r in llm.requests][-1] == QWEN and len(llm.requests) == 3
+    assert stream.start.model == "glm-4-plus" and stream.start.route == generation_pb2.ROUTE_ECONOMY
+    assert [r.model for r in llm.requests][-1] == GLM and len(llm.requests) == 3
+    assert stream.end.attempts == 1  # the skipped primary was never called
     clock.now += 21  # Retry-After has passed: one probe goes to the primary again
     stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "deepseek-v4-flash"
     assert flash.state is BreakerState.CLOSED
+
+
+async def test_a_primary_opened_by_failures_still_falls_back_along_the_standard_chain(
+    make_server: ServerFactory, llm: ScriptedLLM
+) -> None:
+    running = await make_server(llm_base_url=llm.base_url, breaker_failure_threshold=1)
+    llm.script(FLASH, Script(status=500))
+    await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    flash = running.breakers["deepseek-v4-flash"]
+    assert flash.state is BreakerState.OPEN and not flash.rate_limited
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    # Down is not rate limited: the standard chain's next model, as before.
+    assert stream.start.model == "qwen3-32b" and stream.start.route == generation_pb2.ROUTE_FALLBACK
+
+
+async def test_a_rate_limited_economy_model_too_goes_on_down_the_standard_chain(
+    make_server: ServerFactory, llm: ScriptedLLM
+) -> None:
+    running = await make_server(llm_base_url=llm.base_url)
+    llm.script(FLASH, Script(status=429, retry_after_s=20))
+    llm.script(GLM, Script(status=429, retry_after_s=20))
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.error is None
+    assert [r.model for r in llm.requests] == [FLASH, GLM, QWEN]
+    assert stream.start.model == "qwen3-32b" and stream.end.attempts == 3
+    # Both are open now; a later request skips both without calling either.
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.start.model == "qwen3-32b" and len(llm.requests) == 4
+    assert stream.start.route == generation_pb2.ROUTE_FALLBACK and stream.end.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "header", ["inf", "1e300", "999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+async def test_a_huge_retry_after_opens_the_breaker_for_the_cap_only(
+    make_server: ServerFactory, llm: ScriptedLLM, header: str
+) -> None:
+    clock = FakeClock()
+    running = await make_server(llm_base_url=llm.base_url, clock=clock, retry_after_cap_s=120)
+    llm.script(FLASH, Script(status=429, retry_after_header=header))
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.start.route == generation_pb2.ROUTE_ECONOMY
+    flash = running.breakers["deepseek-v4-flash"]
+    assert flash.state is BreakerState.OPEN and flash.open_until == pytest.approx(1120.0)
+    clock.now += 120  # the cap has passed: the primary gets its probe
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.start.model == "deepseek-v4-flash" and flash.state is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize("header", ["soon", "nan", "", "-5"])
+async def test_an_unreadable_or_negative_retry_after_parks_nothing(
+    make_server: ServerFactory, llm: ScriptedLLM, header: str
+) -> None:
+    clock = FakeClock()
+    running = await make_server(llm_base_url=llm.base_url, clock=clock)
+    llm.script(FLASH, Script(status=429, retry_after_header=header))
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.start.route == generation_pb2.ROUTE_ECONOMY  # the 429 itself still counts
+    flash = running.breakers["deepseek-v4-flash"]
+    # No hint: one failure counted, not open. Negative: "retry now", open for no time at all.
+    assert flash.state is not BreakerState.OPEN
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.start.model == "deepseek-v4-flash"
 
 
 async def test_a_server_error_falls_back_along_the_chain(
@@ -162,6 +229,16 @@ async def test_every_model_down_degrades_to_a_cited_extract(
     assert stream.citations and stream.citations[0].chunk_id == "aspirin"
 
 
+async def test_no_upstream_listening_at_all_degrades_too(make_server: ServerFactory) -> None:
+    running = await make_server(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    assert stream.error is None
+    assert_well_formed(stream)
+    assert stream.start.route == generation_pb2.ROUTE_DEGRADED
+    assert stream.end.attempts == 3 and "connection" in stream.end.detail
+    assert "127.0.0.1" not in stream.end.detail  # our words, not httpx's
+
+
 async def test_the_breaker_opens_after_repeated_failures_then_half_opens_and_closes(
     make_server: ServerFactory, llm: ScriptedLLM
 ) -> None:
@@ -196,13 +273,8 @@ async def test_cancel_closes_the_upstream_and_still_accounts_the_tokens(
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(tokens=[f" t{i}" for i in range(400)], inter_token_s=0.01))
     call = running.generation.Generate(passages_request(), metadata=auth(KEY_A))
-    seen = 0
     with caplog.at_level(logging.INFO, logger="groundwire.answers"):
-        async for frame in call:
-            if frame.HasField("delta"):
-                seen += 1
-                if seen == 5:
-                    break
+        assert await read_deltas(call, 5) == 5
         cancelled_at = time.monotonic()
         call.cancel()
         disconnected_at = await llm.wait_for_disconnect(0)

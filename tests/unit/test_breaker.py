@@ -288,7 +288,58 @@ def test_uses_the_monotonic_clock_by_default() -> None:
     assert "model-b" in repr(breaker)
 
 
-@pytest.mark.parametrize(("threshold", "timeout"), [(0, 1.0), (-1, 1.0), (1, -0.1), (1, math.nan)])
+@pytest.mark.parametrize(
+    ("threshold", "timeout"), [(0, 1.0), (-1, 1.0), (1, -0.1), (1, math.nan), (1, math.inf)]
+)
 def test_rejects_invalid_arguments(threshold: int, timeout: float) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker("m", failure_threshold=threshold, reset_timeout_s=timeout)
+
+
+@pytest.mark.parametrize("max_open", [-1.0, math.nan, math.inf])
+def test_rejects_an_unbounded_or_negative_max_open_period(max_open: float) -> None:
+    with pytest.raises(ValueError, match="max_open_s"):
+        CircuitBreaker("m", max_open_s=max_open)
+
+
+@pytest.mark.parametrize("retry_after", [math.inf, 1e12, 301.0])
+def test_a_retry_after_past_the_cap_opens_for_the_cap_only(
+    clock: FakeClock, retry_after: float
+) -> None:
+    breaker = CircuitBreaker("m", max_open_s=300.0, clock=clock)
+
+    breaker.record_failure(retry_after_s=retry_after, rate_limited=True)
+
+    assert breaker.open_until == clock.now + 300.0
+    clock.advance(300.0)
+    assert breaker.try_acquire()  # the probe: the model is not parked forever
+
+
+def test_remembers_whether_a_rate_limit_opened_it(clock: FakeClock) -> None:
+    breaker = make(clock, threshold=2, timeout=10.0)
+    assert not breaker.rate_limited
+
+    breaker.record_failure(retry_after_s=5.0, rate_limited=True)
+    assert breaker.rate_limited
+    clock.advance(5.0)  # half-open: no longer refusing everything
+    assert not breaker.rate_limited
+    assert breaker.try_acquire()
+    assert breaker.rate_limited  # the probe is out; the others are still held back
+    breaker.record_success()
+    assert not breaker.rate_limited
+
+    fail(breaker, 2)  # opened by failures, not a rate limit
+    assert state(breaker) is BreakerState.OPEN and not breaker.rate_limited
+    breaker.record_failure(retry_after_s=60.0, rate_limited=True)  # a 429 lengthens it
+    assert breaker.rate_limited
+
+
+def test_a_429_without_retry_after_that_reaches_the_threshold_is_a_rate_limit(
+    clock: FakeClock,
+) -> None:
+    breaker = make(clock, threshold=2)
+
+    breaker.record_failure(rate_limited=True)
+    breaker.record_failure(rate_limited=True)
+
+    assert state(breaker) is BreakerState.OPEN and breaker.rate_limited

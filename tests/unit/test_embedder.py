@@ -9,8 +9,6 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from groundwire.clients.correlation import correlation_scope
-from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder, parse_retry_after
+from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder
 from groundwire.clients.errors import EmbedderUnavailableError
 from groundwire.clients.tokenization import HFTokenizer, WhitespaceTokenizer
 from groundwire.server.pipeline.chunking import Chunker
@@ -352,6 +350,30 @@ async def test_openai_rate_limit_carries_retry_after(
     assert caught.value.retry_after_s == 7.0
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "inf"}, 30.0),  # the cap, not forever
+        ({"Retry-After": "999999"}, 30.0),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "-4"}, 0.0),
+        ({"retry-after-ms": "1500"}, 1.5),  # the LLM client's reader, now this one's too
+    ],
+)
+async def test_openai_rate_limit_reads_retry_after_with_the_shared_capped_reader(
+    server: EmbeddingsServer,
+    make_embedder: Callable[..., OpenAIEmbedder],
+    headers: dict[str, str],
+    expected: float | None,
+) -> None:
+    server.replies.append(Reply(status=429, body=b"{}", headers=headers))
+
+    with pytest.raises(EmbedderUnavailableError) as caught:
+        await make_embedder(retry_after_cap_s=30.0).embed_query("q")
+
+    assert caught.value.retry_after_s == expected
+
+
 async def test_openai_dimension_mismatch_is_explained(
     server: EmbeddingsServer, make_embedder: Callable[..., OpenAIEmbedder]
 ) -> None:
@@ -400,13 +422,3 @@ def test_whitespace_tokenizer_spans() -> None:
     spans = WhitespaceTokenizer().token_spans(text)
 
     assert [text[s:e] for s, e in spans] == ["two", "words", "and", "more"]
-
-
-def test_parse_retry_after() -> None:
-    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
-
-    assert parse_retry_after("2.5") == 2.5
-    assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert 50 < (parse_retry_after(in_a_minute) or 0) <= 60

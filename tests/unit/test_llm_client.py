@@ -7,12 +7,10 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from groundwire.clients.errors import LLMCallError
 from groundwire.clients.llm import ChatChunk, ChatMessage, ChatRequest, OpenAIChatClient
-from groundwire.clients.llm import retry_after_seconds as parse_retry_after
 from groundwire.clients.tokenization import WhitespaceTokenizer
 from groundwire.server.pipeline.generation.catalog import ModelSpec
 from groundwire.server.pipeline.generation.events import SourceInfo
@@ -68,6 +66,22 @@ async def test_failures_become_typed_call_errors(
     assert caught.value.retry_after_s == retry_after
 
 
+@pytest.mark.parametrize(
+    ("header", "expected"), [("inf", 45.0), ("1e9", 45.0), ("garbage", None), ("-1", 0.0)]
+)
+async def test_a_429_retry_after_is_read_by_the_shared_capped_reader(
+    upstream: ScriptedLLM, header: str, expected: float | None
+) -> None:
+    upstream.set_default(Script(status=429, retry_after_header=header))
+    client = OpenAIChatClient(upstream.base_url, retry_after_cap_s=45.0)
+    with pytest.raises(LLMCallError) as caught:
+        await drain(client)
+    await client.close()
+    assert caught.value.kind == "rate_limited" and caught.value.retry_after_s == expected
+    # Our words; the upstream's ("scripted error 429") went to the log.
+    assert str(caught.value) == "the upstream answered HTTP 429"
+
+
 async def test_a_stall_is_an_idle_timeout(upstream: ScriptedLLM) -> None:
     upstream.set_default(Script(tokens=["a", "b"], stall_after_tokens=1))
     client = OpenAIChatClient(upstream.base_url, idle_timeout_s=0.2)
@@ -86,14 +100,6 @@ async def test_a_refused_connection_is_a_connection_error() -> None:
         await drain(client)
     await client.close()
     assert caught.value.kind == "connection"
-
-
-def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
-    assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500"})) == 1.5
-    assert parse_retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
-    assert parse_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
-    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
-    assert parse_retry_after(httpx.Headers()) is None
 
 
 async def test_the_pump_merges_what_piles_up_but_hands_over_the_first_at_once() -> None:

@@ -10,14 +10,11 @@ need them, so a deployment that only uses ``OpenAIEmbedder`` needs none of them 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import math
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +25,14 @@ from groundwire.clients.coalescing import QueryCoalescer
 from groundwire.clients.correlation import outbound_headers
 from groundwire.clients.errors import EmbedderUnavailableError
 from groundwire.clients.ports import Tokenizer
+from groundwire.clients.retry_after import DEFAULT_RETRY_AFTER_CAP_S, check_cap, retry_after_s
 from groundwire.clients.telemetry import client_span
 from groundwire.clients.tokenization import (
     HFTokenizer,
     bundled_minilm_path,
     default_remote_tokenizer,
 )
+from groundwire.clients.vendor_log import MAX_VENDOR_TEXT, VendorErrorLog
 
 if TYPE_CHECKING:
     pass
@@ -149,6 +148,7 @@ class LocalEmbedder(_BatchingEmbedder):
         # use, so the first query does not pay for it, and a broken model fails at start-up.
         self._executor.submit(self._encode, ["warm-up"]).result()
         self._closed = False
+        self._vendor_log = VendorErrorLog("embedder")
         self._queries = QueryCoalescer(self._embed_batch, max_batch=max(batch_size, 16))
 
     @classmethod
@@ -209,8 +209,10 @@ class LocalEmbedder(_BatchingEmbedder):
             return await loop.run_in_executor(self._executor, self._encode, list(texts))
         except Exception as exc:
             # torch reports its failures (out of memory, bad input) as RuntimeError and
-            # friends; none of them may escape the client layer as themselves.
-            raise EmbedderUnavailableError(f"local embedding failed: {exc}") from exc
+            # friends; none of them may escape the client layer as themselves, nor their text.
+            ours = "local embedding failed"
+            self._vendor_log("encode", exc, ours=ours)
+            raise EmbedderUnavailableError(ours) from exc
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         array = self._model.encode(
@@ -227,32 +229,13 @@ class LocalEmbedder(_BatchingEmbedder):
 # --------------------------------------------------------------------------- remote endpoint
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if parsable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
 class OpenAIEmbedder(_BatchingEmbedder):
     """Any OpenAI-compatible ``POST {base_url}/embeddings`` (OpenAI, vLLM, Ollama, TEI...).
 
     Texts are sent ``batch_size`` at a time, in order. Every failure (transport error,
-    timeout, non-2xx, malformed body, wrong dimension) becomes EmbedderUnavailableError; a 429
-    carries ``retry_after_s`` from ``Retry-After``. Vectors are returned as the endpoint sends
+    timeout, non-2xx, malformed body, wrong dimension) becomes EmbedderUnavailableError with
+    our message (the endpoint's address and words go to the log); a 429 carries
+    ``retry_after_s`` from ``Retry-After`` (capped). Vectors are returned as the endpoint sends
     them (OpenAI's are unit length; the store's cosine distance does not depend on it).
     """
 
@@ -267,10 +250,13 @@ class OpenAIEmbedder(_BatchingEmbedder):
         batch_size: int = 64,
         client: httpx.AsyncClient | None = None,
         tokenizer: Tokenizer | None = None,
+        retry_after_cap_s: float = DEFAULT_RETRY_AFTER_CAP_S,
     ) -> None:
         """Use ``client`` when given (its owner closes it), else create one with
-        ``timeout_s``. ``tokenizer`` defaults to ``default_remote_tokenizer()``."""
+        ``timeout_s``. ``tokenizer`` defaults to ``default_remote_tokenizer()``. A 429's
+        ``Retry-After`` is read up to ``retry_after_cap_s``."""
         _check_batch_size(batch_size)
+        self._retry_after_cap_s = check_cap(retry_after_cap_s)
         if dimension < 1:
             raise ValueError(f"dimension must be at least 1, got {dimension}")
         self._url = base_url.rstrip("/") + "/embeddings"
@@ -281,6 +267,7 @@ class OpenAIEmbedder(_BatchingEmbedder):
         self._owns_client = client is None
         self._client = client if client is not None else httpx.AsyncClient(timeout=timeout_s)
         self._tokenizer = tokenizer if tokenizer is not None else default_remote_tokenizer()
+        self._vendor_log = VendorErrorLog("embedder")
 
     @property
     def embedder_id(self) -> str:
@@ -302,6 +289,16 @@ class OpenAIEmbedder(_BatchingEmbedder):
         if self._owns_client:
             await self._client.aclose()
 
+    def _unavailable(
+        self, ours: str, vendor: BaseException | str, *, retry_after_s: float | None = None
+    ) -> EmbedderUnavailableError:
+        """Our error for a failed call; the endpoint and the vendor's words go to the log."""
+        detail = (
+            f"{type(vendor).__name__}: {vendor}" if isinstance(vendor, BaseException) else vendor
+        )
+        self._vendor_log("embed", f"{self._url} ({self._model}): {detail}", ours=ours)
+        return EmbedderUnavailableError(ours, retry_after_s=retry_after_s)
+
     async def _embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
         headers = outbound_headers()
         if self._api_key:
@@ -312,24 +309,26 @@ class OpenAIEmbedder(_BatchingEmbedder):
                 self._url, json={"model": self._model, "input": list(texts)}, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise EmbedderUnavailableError(
-                f"embedding endpoint {self._url} failed after "
-                f"{time.monotonic() - started:.2f}s: {type(exc).__name__}"
+            kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "is unreachable"
+            raise self._unavailable(
+                f"the embedding endpoint {kind} (after {time.monotonic() - started:.2f} s)", exc
             ) from exc
         if response.status_code == 429:
-            raise EmbedderUnavailableError(
-                f"embedding endpoint {self._url} is rate limiting (HTTP 429)",
-                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+            raise self._unavailable(
+                "the embedding endpoint is rate limiting (HTTP 429)",
+                response.text[:MAX_VENDOR_TEXT],
+                retry_after_s=retry_after_s(response.headers, cap_s=self._retry_after_cap_s),
             )
         if not response.is_success:
-            raise EmbedderUnavailableError(
-                f"embedding endpoint {self._url} returned HTTP {response.status_code}"
+            raise self._unavailable(
+                f"the embedding endpoint answered HTTP {response.status_code}",
+                response.text[:MAX_VENDOR_TEXT],
             )
         try:
             payload = response.json()
         except ValueError as exc:
-            raise EmbedderUnavailableError(
-                f"embedding endpoint {self._url} returned a body that is not JSON"
+            raise self._unavailable(
+                "the embedding endpoint returned a body that is not JSON", exc
             ) from exc
         return self._vectors(payload, len(texts))
 
@@ -337,9 +336,10 @@ class OpenAIEmbedder(_BatchingEmbedder):
         """Validate an OpenAI embeddings response and return its vectors in input order."""
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or len(data) != expected:
-            raise EmbedderUnavailableError(
-                f"embedding endpoint {self._url} returned a malformed body "
-                f"(expected 'data' with {expected} embeddings)"
+            raise self._unavailable(
+                "the embedding endpoint returned a malformed body "
+                f"(expected 'data' with {expected} embeddings)",
+                f"data is {type(data).__name__}",
             )
         items: list[tuple[int, list[float]]] = []
         for position, item in enumerate(data):
@@ -347,15 +347,17 @@ class OpenAIEmbedder(_BatchingEmbedder):
             if not isinstance(embedding, list) or not all(
                 isinstance(x, int | float) and not isinstance(x, bool) for x in embedding
             ):
-                raise EmbedderUnavailableError(
-                    f"embedding endpoint {self._url} returned a malformed embedding "
-                    f"at position {position} (a list of numbers was expected)"
+                raise self._unavailable(
+                    "the embedding endpoint returned a malformed embedding "
+                    f"at position {position} (a list of numbers was expected)",
+                    f"item {position} is {type(item).__name__}",
                 )
             if len(embedding) != self._dimension:
-                raise EmbedderUnavailableError(
-                    f"embedding model {self._model!r} at {self._url} returns "
-                    f"{len(embedding)}-dimensional vectors but the configured dimension is "
-                    f"{self._dimension}: fix the configured dimension or the model"
+                raise self._unavailable(
+                    f"the embedding model returns {len(embedding)}-dimensional vectors but the "
+                    f"configured dimension is {self._dimension}: fix the configured dimension "
+                    "or the model",
+                    "dimension mismatch",
                 )
             index = item.get("index", position)
             items.append((index if isinstance(index, int) else -1, embedding))
@@ -363,7 +365,8 @@ class OpenAIEmbedder(_BatchingEmbedder):
         # permutation of the positions, otherwise the vectors could be matched to the wrong text.
         items.sort(key=lambda pair: pair[0])
         if [index for index, _ in items] != list(range(expected)):
-            raise EmbedderUnavailableError(
-                f"embedding endpoint {self._url} returned embeddings with inconsistent indices"
+            raise self._unavailable(
+                "the embedding endpoint returned embeddings with inconsistent indices",
+                "indices are not a permutation of the inputs",
             )
         return [[float(x) for x in embedding] for _, embedding in items]

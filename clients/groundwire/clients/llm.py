@@ -5,14 +5,16 @@ async generator of :class:`ChatChunk`; leaving it early (the caller cancelled, a
 closes the HTTP response, and with it the connection, so the upstream stops generating.
 Every call opens a client span with OpenTelemetry's ``gen_ai`` attributes and sends the
 correlation id and ``traceparent``; httpx's exceptions become :class:`LLMCallError`.
+
+An :class:`LLMCallError`'s message is ours ("the upstream answered HTTP 503"); the
+upstream's own words (its error body, httpx's text with the endpoint's host and port) go to
+the log through :class:`VendorErrorLog`, never into an error a caller could see.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,9 @@ from opentelemetry.trace import Span, StatusCode
 
 from groundwire.clients.correlation import current_correlation_id, outbound_headers
 from groundwire.clients.errors import LLMCallError
+from groundwire.clients.retry_after import DEFAULT_RETRY_AFTER_CAP_S, check_cap, retry_after_s
 from groundwire.clients.telemetry import CORRELATION_ATTRIBUTE, tracer
+from groundwire.clients.vendor_log import VendorErrorLog
 
 MAX_ERROR_BODY = 2048
 
@@ -114,34 +118,13 @@ class _SseParser:
         return out
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """The delay an upstream asked for: ``retry-after-ms``, else ``Retry-After`` in seconds
-    or as an HTTP date; None when absent or unreadable."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _chunk_from_event(event: dict[str, Any]) -> ChatChunk:
+def _chunk_from_event(event: dict[str, Any], vendor_log: VendorErrorLog) -> ChatChunk:
     if "error" in event:
         error = event["error"]
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-        raise LLMCallError(f"error event in the stream: {message}", kind="upstream_error")
+        ours = "the upstream sent an error event in the stream"
+        vendor_log("stream", str(message), ours=ours)
+        raise LLMCallError(ours, kind="upstream_error")
     chunk = ChatChunk(model=event.get("model"))
     choices = event.get("choices") or ()
     if choices:
@@ -174,10 +157,14 @@ class OpenAIChatClient:
         connect_timeout_s: float = 2.0,
         idle_timeout_s: float = 30.0,
         max_connections: int = 256,
+        retry_after_cap_s: float = DEFAULT_RETRY_AFTER_CAP_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``idle_timeout_s`` bounds the wait for each read (a stalled stream fails);
-        ``system`` is the ``gen_ai.system`` span attribute (``openai``, ``deepseek``…)."""
+        ``system`` is the ``gen_ai.system`` span attribute (``openai``, ``deepseek``…);
+        a 429's ``Retry-After`` is read up to ``retry_after_cap_s``."""
+        self._retry_after_cap_s = check_cap(retry_after_cap_s)
+        self._vendor_log = VendorErrorLog("llm")
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.system = system
@@ -217,7 +204,7 @@ class OpenAIChatClient:
                 "POST", "/chat/completions", json=request.body(), headers=headers
             ) as response:
                 if response.status_code != 200:
-                    raise await _status_error(response)
+                    raise await _status_error(response, self._retry_after_cap_s, self._vendor_log)
                 async for chunk in self._chunks(response):
                     totals.merge(chunk)
                     yield chunk
@@ -226,11 +213,15 @@ class OpenAIChatClient:
             raise
         except httpx.TimeoutException as exc:
             _fail(span, exc, "timeout")
-            raise LLMCallError(f"upstream timed out: {exc!r}", kind="timeout") from exc
+            ours = "the upstream timed out"
+            self._vendor_log("chat", exc, ours=ours)
+            raise LLMCallError(ours, kind="timeout") from exc
         except httpx.HTTPError as exc:
             kind = "stream_cut" if totals.pieces else "connection"
             _fail(span, exc, kind)
-            raise LLMCallError(f"upstream connection failed: {exc!r}", kind=kind) from exc
+            ours = "the upstream stream was cut" if totals.pieces else "the upstream is unreachable"
+            self._vendor_log("chat", exc, ours=ours)
+            raise LLMCallError(ours, kind=kind) from exc
         except BaseException as exc:  # cancelled or closed early by our caller
             span.set_attribute("error.type", type(exc).__name__)
             raise
@@ -246,7 +237,7 @@ class OpenAIChatClient:
                     event = json.loads(payload)
                 except ValueError as exc:
                     raise LLMCallError("unreadable stream event", kind="upstream_error") from exc
-                chunk = _chunk_from_event(event)
+                chunk = _chunk_from_event(event, self._vendor_log)
                 finished = finished or chunk.finish_reason is not None
                 if chunk.pieces or chunk.finish_reason or chunk.usage:
                     yield chunk
@@ -260,7 +251,9 @@ class OpenAIChatClient:
         await self._client.aclose()
 
 
-async def _status_error(response: httpx.Response) -> LLMCallError:
+async def _status_error(
+    response: httpx.Response, retry_after_cap_s: float, vendor_log: VendorErrorLog
+) -> LLMCallError:
     body = b""
     async for data in response.aiter_bytes():
         body += data
@@ -278,11 +271,15 @@ async def _status_error(response: httpx.Response) -> LLMCallError:
         kind = "timeout"
     else:
         kind = "client_error"
+    ours = f"the upstream answered HTTP {status}"
+    vendor_log(f"HTTP {status}", detail, ours=ours)
     return LLMCallError(
-        f"upstream answered HTTP {status}: {detail}",
+        ours,
         kind=kind,
         status=status,
-        retry_after_s=retry_after_seconds(response.headers) if status == 429 else None,
+        retry_after_s=(
+            retry_after_s(response.headers, cap_s=retry_after_cap_s) if status == 429 else None
+        ),
     )
 
 

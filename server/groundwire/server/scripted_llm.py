@@ -290,7 +290,15 @@ class ScriptedLLM:
             if script.ttft_s > 0:
                 await asyncio.sleep(script.ttft_s)
             message = f"scripted error {script.status}"
-            writer.write(error_response(script.status, message, keep_alive, script.retry_after_s))
+            writer.write(
+                error_response(
+                    script.status,
+                    message,
+                    keep_alive,
+                    script.retry_after_s,
+                    script.retry_after_header,
+                )
+            )
             await writer.drain()
             record.completed = True
             return True

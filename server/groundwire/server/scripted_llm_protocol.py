@@ -172,6 +172,9 @@ class Script:
     status: int = 200
     # With an error status: `Retry-After` (whole seconds, rounded up) and `retry-after-ms`.
     retry_after_s: float | None = None
+    # With an error status: a `Retry-After` sent exactly as written ("inf", a date, garbage),
+    # instead of the one retry_after_s makes: how a broken or hostile upstream is played.
+    retry_after_header: str | None = None
     # 200 and SSE headers, then nothing until the client disconnects.
     hang: bool = False
     # N content chunks, then nothing until the client disconnects.
@@ -304,12 +307,19 @@ _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
 
 
 def error_response(
-    status: int, message: str, keep_alive: bool, retry_after_s: float | None = None
+    status: int,
+    message: str,
+    keep_alive: bool,
+    retry_after_s: float | None = None,
+    retry_after_header: str | None = None,
 ) -> bytes:
-    """An error in OpenAI's shape, with ``Retry-After``/``retry-after-ms`` when given."""
+    """An error in OpenAI's shape, with ``Retry-After``/``retry-after-ms`` when given
+    (``retry_after_header``: a ``Retry-After`` value sent verbatim, and no milliseconds)."""
     kind, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "api_error", None))
     extra: list[tuple[str, str]] = []
-    if retry_after_s is not None:
+    if retry_after_header is not None:
+        extra.append(("retry-after", retry_after_header))
+    elif retry_after_s is not None:
         extra.append(("retry-after", str(math.ceil(retry_after_s))))
         extra.append(("retry-after-ms", str(round(retry_after_s * 1000))))
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}

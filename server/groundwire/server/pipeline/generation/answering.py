@@ -83,7 +83,6 @@ class Answerer:
         sources: Sequence[SourceInfo],
         sampling: Sampling,
         limit_at: float | None,
-        economy_model: str | None,
         long_context_model: str | None,
         coalesce: bool = True,
     ) -> None:
@@ -95,7 +94,6 @@ class Answerer:
         self._sources = sources
         self._sampling = sampling
         self._limit_at = limit_at
-        self._economy = economy_model
         self._long_context = long_context_model
         self._coalesce = coalesce
         self.ledger = Ledger()
@@ -240,10 +238,11 @@ class Answerer:
 
     async def _fail(self, attempt: _Attempt, exc: LLMCallError) -> None:
         await self._close_current()
-        retry_after = exc.retry_after_s if exc.kind == "rate_limited" else None
-        self._plan.record_failure(attempt.spec, _describe(exc), retry_after)
-        if exc.kind == "rate_limited" and attempt.spec.name != self._economy:
-            self._plan.prefer(self._economy, Route.ECONOMY)
+        rate_limited = exc.kind == "rate_limited"
+        retry_after = exc.retry_after_s if rate_limited else None
+        self._plan.record_failure(
+            attempt.spec, _describe(exc), retry_after, rate_limited=rate_limited
+        )
 
     def _account(self, attempt: _Attempt, chunk: ChatChunk) -> None:
         usage = attempt.usage

@@ -3,6 +3,10 @@
 A request's chain is its tier's models in order (an explicit model goes first, before its
 tier's chain). HTTP 429 sends the next attempt to the economy model; a prompt too long for
 a model sends it to the long-context model; an open breaker skips its model.
+
+A breaker that a 429 opened is the same rate limit seen from a later request: that request
+goes to the economy model too, as the direct 429 would have sent it, not down the standard
+chain. All of this lives in :class:`RoutePlan`; the answerer only reports what happened.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 
-from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.breaker import BreakerState, CircuitBreaker
+from groundwire.clients.llm import OpenAIChatClient
 from groundwire.server.pipeline.generation.catalog import Catalog, ModelSpec, Tier
 from groundwire.server.pipeline.generation.events import Route
 
@@ -35,7 +39,7 @@ class ModelRoutes:
     def plan(self, tier: Tier, model: str | None) -> RoutePlan:
         """A fresh plan for one request."""
         chain = self.catalog.chain(tier, model) or self.catalog.chain(Tier.STANDARD)
-        return RoutePlan(self, chain)
+        return RoutePlan(self, chain, economy=self.catalog.economy_model)
 
     async def close(self) -> None:
         """Close every endpoint's connection pool (clients may be shared between models)."""
@@ -47,11 +51,15 @@ class RoutePlan:
     """The models still to try for one request, in order, each with the route it serves.
 
     :meth:`next` acquires the model's breaker (a half-open breaker lets one probe through);
-    the caller must then record a success or failure, or release it.
+    the caller must then record a success or failure, or release it. ``economy`` is where
+    rate-limited traffic goes (None: nowhere special, the chain continues).
     """
 
-    def __init__(self, routes: ModelRoutes, chain: tuple[str, ...]) -> None:
+    def __init__(
+        self, routes: ModelRoutes, chain: tuple[str, ...], *, economy: str | None = None
+    ) -> None:
         self._routes = routes
+        self._economy = economy
         self._queue: deque[tuple[str, Route]] = deque(
             (name, Route.PRIMARY if i == 0 else Route.FALLBACK) for i, name in enumerate(chain)
         )
@@ -64,9 +72,13 @@ class RoutePlan:
             name, route = self._queue.popleft()
             if name in self.tried:
                 continue
-            if not self._routes.breakers[name].try_acquire():
-                self.failures.append(f"{name}: circuit open")
+            breaker = self._routes.breakers[name]
+            if not breaker.try_acquire():
+                rate_limited = breaker.rate_limited
+                self.failures.append(f"{name}: circuit open{' (rate limited)' * rate_limited}")
                 self.tried.append(name)
+                if rate_limited:
+                    self._to_economy(name)
                 continue
             self.tried.append(name)
             return self._routes.catalog.models[name], route
@@ -96,10 +108,27 @@ class RoutePlan:
         self._routes.breakers[spec.name].release()
         self.failures.append(f"{spec.name}: {reason}")
 
-    def record_failure(self, spec: ModelSpec, reason: str, retry_after_s: float | None) -> None:
-        """Count a failure against the model's breaker and remember why."""
-        self._routes.breakers[spec.name].record_failure(retry_after_s=retry_after_s)
+    def record_failure(
+        self,
+        spec: ModelSpec,
+        reason: str,
+        retry_after_s: float | None,
+        *,
+        rate_limited: bool = False,
+    ) -> None:
+        """Count a failure against the model's breaker and remember why; a rate limit
+        (``rate_limited``: HTTP 429) sends the next attempt to the economy model."""
+        self._routes.breakers[spec.name].record_failure(
+            retry_after_s=retry_after_s, rate_limited=rate_limited
+        )
         self.failures.append(f"{spec.name}: {reason}")
+        if rate_limited:
+            self._to_economy(spec.name)
+
+    def _to_economy(self, rate_limited_model: str) -> None:
+        """Try the economy model next, unless it is the model that is rate limited."""
+        if self._economy is not None and self._economy != rate_limited_model:
+            self.prefer(self._economy, Route.ECONOMY)
 
     def record_success(self, spec: ModelSpec) -> None:
         """Count a success for the model's breaker."""
