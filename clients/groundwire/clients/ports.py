@@ -78,6 +78,14 @@ class VectorStore(Protocol):
     a caller cannot reach another tenant's points.
     """
 
+    @property
+    def identity(self) -> str:
+        """Which index this is, stable across restarts: the store kind and location (a Qdrant
+        URL and collection, an Edge shard's own id). Shared state in Redis (cache entries,
+        index versions, quotas) is kept under it, so stores with equal identities share it
+        and no others do."""
+        ...
+
     async def ensure_collection(self, embedder_id: str, dimension: int) -> None:
         """Create the collection if missing; raise EmbedderMismatchError if it records another
         embedder id or dimension."""

@@ -32,6 +32,8 @@ from groundwire.clients.models import (
 )
 from groundwire.clients.vector_store import payload as pl
 from groundwire.clients.vector_store import qdrant_requests as qr
+from groundwire.clients.vector_store.identity import qdrant_identity, unshared_qdrant_identity
+from groundwire.clients.vendor_log import VendorErrorLog
 
 T = TypeVar("T")
 
@@ -68,9 +70,16 @@ class QdrantVectorStore:
         read_consistency: models.ReadConsistency | None = None,
         hnsw: bool = False,
         hnsw_ef: int = 128,
+        url: str | None = None,
     ) -> None:
+        """``url`` is where ``client`` points: it names the collection's entries in Redis.
+        Without it the store's identity is its own, shared with no other store."""
         self._client = client
         self._collection = collection
+        self._vendor_log = VendorErrorLog("vector_store")
+        self._identity = (
+            qdrant_identity(url, collection) if url else unshared_qdrant_identity(collection)
+        )
         self._timeout_s = timeout_s
         # Qdrant's own request timeout is whole seconds; ours (asyncio) is the exact bound.
         self._server_timeout = max(1, math.ceil(timeout_s))
@@ -107,7 +116,13 @@ class QdrantVectorStore:
             write_consistency_factor=write_consistency_factor,
             read_consistency=read_consistency,
             hnsw=hnsw,
+            url=url,
         )
+
+    @property
+    def identity(self) -> str:
+        """``qdrant:<scheme>://<host>:<port>/<collection>``, the URL normalised."""
+        return self._identity
 
     async def ensure_collection(self, embedder_id: str, dimension: int) -> None:
         """Create the collection if missing; raise EmbedderMismatchError if it was built
@@ -283,13 +298,15 @@ class QdrantVectorStore:
             async with asyncio.timeout(self._timeout_s):
                 return await call
         except TimeoutError as exc:
-            raise VectorStoreUnavailableError(
-                f"Qdrant {op} on {self._collection!r} timed out after {self._timeout_s} s"
-            ) from exc
+            ours = f"vector store unavailable: {op} timed out after {self._timeout_s} s"
+            self._vendor_log(op, f"collection {self._collection!r}: timed out", ours=ours)
+            raise VectorStoreUnavailableError(ours) from exc
         except _VENDOR_ERRORS as exc:
-            raise VectorStoreUnavailableError(
-                f"Qdrant {op} on {self._collection!r} failed: {exc}"
-            ) from exc
+            # qdrant-client's text names the server's host:port and, over gRPC, carries
+            # debug_error_string: the log gets it, the caller gets our words.
+            ours = f"vector store unavailable: {op} failed"
+            self._vendor_log(op, f"collection {self._collection!r}: {_vendor_text(exc)}", ours=ours)
+            raise VectorStoreUnavailableError(ours) from exc
 
     def _require_info(self) -> CollectionInfo:
         if self._info is None:
@@ -399,3 +416,13 @@ class QdrantVectorStore:
                 timeout=self._server_timeout,
             ),
         )
+
+
+def _vendor_text(exc: BaseException) -> str:
+    """The vendor's description of ``exc`` for the log (gRPC errors keep theirs apart)."""
+    if isinstance(exc, grpc.RpcError):
+        code = getattr(exc, "code", None)
+        details = getattr(exc, "details", None)
+        if callable(code) and callable(details):
+            return f"{type(exc).__name__} {code()}: {details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -3,6 +3,11 @@
 A document is written whole or not at all: its new chunks go in one upsert, and only then
 are its stale chunks (positions past the new end) deleted. Point ids are stable
 (uuid5 of tenant, doc id and position), so re-ingesting never duplicates.
+
+A crash between those two writes leaves a shrunk document with its old tail. The Edge store
+removes such tails when it is next opened after an unclean stop (``edge_recovery``); on a
+Qdrant server the tail stays until the document is ingested again, which rewrites it (its
+chunks disagree on the content hash, so it never reads as unchanged).
 """
 
 from __future__ import annotations
