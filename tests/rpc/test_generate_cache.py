@@ -80,7 +80,7 @@ async def test_only_clean_answers_are_stored(make_server: ServerFactory, llm: Sc
 async def test_a_redis_failure_bypasses_the_answer_cache(
     make_server: ServerFactory, llm: ScriptedLLM
 ) -> None:
-    dead = RedisCache.from_url("redis://127.0.0.1:1/0", socket_timeout_s=0.05)
+    dead = RedisCache.from_url("redis://127.0.0.1:1/0", timeout_s=0.05)
     running = await make_server(llm_base_url=llm.base_url, cache=dead)
     for _ in range(2):
         stream = await collect(

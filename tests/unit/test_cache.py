@@ -134,10 +134,10 @@ async def test_unreachable_redis_logs_one_warning_per_burst(
 ) -> None:
     cache = RedisCache.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
-        with caplog.at_level("WARNING", logger="groundwire.clients.cache"):
+        with caplog.at_level("WARNING", logger="groundwire.clients.redis_link"):
             for _ in range(5):
                 assert await cache.get("k") is None
-        warnings = [r for r in caplog.records if r.name == "groundwire.clients.cache"]
+        warnings = [r for r in caplog.records if r.name == "groundwire.clients.redis_link"]
         assert len(warnings) == 1
         assert warnings[0].operation == "get"  # type: ignore[attr-defined]
     finally:

@@ -1,75 +1,42 @@
-"""The retrieval cache in Redis: bytes by key, plus a version counter per tenant's index.
+"""The retrieval and answer cache in Redis: bytes by key, plus a version counter per tenant's
+index, all under the namespace of the index they describe.
 
-A cache must never make a request fail or wait: every Redis error (refused, timed out, pool
-exhausted, cluster down) is logged, counted and turned into a miss or a no-op, and every
-operation is bounded by short socket and pool timeouts plus an overall deadline.
+A cache must never make a request fail or wait: every operation goes through the shared
+:class:`~groundwire.clients.redis_link.RedisLink`, which bounds it by the configured timeout
+and skips Redis at once while its breaker is open; a skipped or failed operation is a miss or
+a no-op here, counted, never an error.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-import time
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-import redis.asyncio as aioredis
 from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
+from groundwire.clients.redis_link import RedisClient, RedisLink, RedisUnavailable, ThrottledWarning
 from groundwire.clients.telemetry import client_span
 
 logger = logging.getLogger(__name__)
-
-RedisClient: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
+T = TypeVar("T")
 
 # Module-level, so registered exactly once per process however many caches tests build.
 CACHE_ERRORS = Counter(
     "groundwire_cache_errors",
-    "Redis failures the cache absorbed (the request went on without the cache).",
+    "Cache operations that went on without Redis (it failed, or its breaker skipped it).",
     ["operation"],
 )
 CACHE_REQUESTS = Counter(
     "groundwire_cache_requests",
     "Cache lookups by result: hit, miss, stale (stored for an older index version), or error "
-    "(Redis failed, counted as a bypass).",
+    "(Redis failed or was skipped, counted as a bypass).",
     ["result"],
 )
 
-# Errors that mean "Redis is not usable right now". redis-py raises its own ConnectionError
-# and TimeoutError (RedisError subclasses); the socket layer and our deadline add the others.
-_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
-
 _SPAN_ATTRIBUTES = {"db.system": "redis"}
-
-
-class _ThrottledWarning:
-    """Log the first failure of a burst, then at most one line per ``interval_s`` with the
-    number of failures in between, so a Redis outage does not flood the logs."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._last_logged = -float("inf")
-        self._suppressed = 0
-
-    def __call__(self, operation: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_logged < self._interval_s:
-            self._suppressed += 1
-            return
-        logger.warning(
-            "redis cache unavailable, bypassing it",
-            extra={
-                "operation": operation,
-                "error_type": type(exc).__name__,
-                "error": str(exc),
-                "suppressed_since_last_log": self._suppressed,
-            },
-        )
-        self._last_logged = now
-        self._suppressed = 0
 
 
 def _unframe(raw: bytes | str | None, version: int) -> bytes | None:
@@ -83,33 +50,30 @@ def _unframe(raw: bytes | str | None, version: int) -> bytes | None:
     return payload
 
 
+class _NotANumber(Exception):
+    """An index version key holds something else (someone else wrote it)."""
+
+
 class RedisCache:
-    """``ports.Cache`` over Redis (or Redis Cluster).
+    """``ports.Cache`` over a :class:`RedisLink`.
 
     Values live at ``{namespace}:{key}``; a tenant's index version at
     ``{namespace}:idxver:{<tenant>}`` (so cache keys must not start with ``idxver:``). The
-    tenant sits in a hash tag so that, in a Redis Cluster, a caller's keys tagged the same way
+    namespace names the index (see ``redis_link.key_namespace``): two deployments on one Redis
+    never read each other's entries, replicas of one deployment share them. The tenant sits in
+    a hash tag so that, in a Redis Cluster, a caller's keys tagged the same way
     (``ret:{<tenant>}:…``) share the version's slot and :meth:`get_versioned` can read both in
-    one ``MGET``.
+    one ``MGET``. The namespace must hold no braces, or it would become the hash tag.
     """
 
-    def __init__(
-        self,
-        client: RedisClient,
-        *,
-        namespace: str = "gw",
-        operation_timeout_s: float = 0.5,
-        log_interval_s: float = 10.0,
-    ) -> None:
-        """Use a ready client (``decode_responses`` off); the cache owns it from now on and
-        closes it in ``close()``.
-
-        ``operation_timeout_s`` bounds each call, including redis-py's reconnect attempt.
-        """
-        self._client = client
+    def __init__(self, link: RedisLink, *, namespace: str = "gw", owns_link: bool = True) -> None:
+        """Cache through ``link``; ``close()`` closes the link too when ``owns_link``."""
+        if "{" in namespace or "}" in namespace:
+            raise ValueError(f"the namespace may not hold braces: {namespace!r}")
+        self._link = link
         self._namespace = namespace
-        self._timeout_s = operation_timeout_s
-        self._warn = _ThrottledWarning(log_interval_s)
+        self._owns_link = owns_link
+        self._warn = ThrottledWarning(10.0, "unreadable index version in redis; bypassing it")
 
     @classmethod
     def from_url(
@@ -117,43 +81,32 @@ class RedisCache:
         url: str,
         *,
         namespace: str = "gw",
-        max_connections: int = 32,
-        socket_timeout_s: float = 0.25,
-        pool_timeout_s: float = 0.25,
-        operation_timeout_s: float = 0.5,
         cluster: bool = False,
+        max_connections: int = 32,
+        timeout_s: float = 0.25,
+        failure_threshold: int = 3,
+        reset_s: float = 2.0,
     ) -> RedisCache:
-        """A cache on ``url`` (``redis://``, ``rediss://``, ``unix://``), connecting lazily.
+        """A cache on its own link to ``url`` (see :meth:`RedisLink.from_url`)."""
+        link = RedisLink.from_url(
+            url,
+            cluster=cluster,
+            max_connections=max_connections,
+            timeout_s=timeout_s,
+            failure_threshold=failure_threshold,
+            reset_s=reset_s,
+        )
+        return cls(link, namespace=namespace)
 
-        Single node: a ``BlockingConnectionPool`` of ``max_connections``; a caller waits at
-        most ``pool_timeout_s`` for a free connection. One immediate retry (no backoff) lets a
-        pooled connection that died with a Redis restart reconnect without a failed call.
+    @property
+    def link(self) -> RedisLink:
+        """The Redis link the cache works through (shared with the quotas in the server)."""
+        return self._link
 
-        ``cluster=True`` uses ``RedisCluster`` (``max_connections`` per node, no shared pool
-        timeout). Kept minimal and not covered by the tests: no Redis Cluster runs here. Cache
-        operations are single-key, so they never cross hash slots.
-        """
-        retry = Retry(NoBackoff(), 1)
-        client: RedisClient
-        if cluster:
-            client = aioredis.RedisCluster.from_url(
-                url,
-                max_connections=max_connections,
-                socket_timeout=socket_timeout_s,
-                socket_connect_timeout=socket_timeout_s,
-                retry=retry,
-            )
-        else:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=max_connections,
-                timeout=pool_timeout_s,
-                socket_timeout=socket_timeout_s,
-                socket_connect_timeout=socket_timeout_s,
-                retry=retry,
-            )
-            client = aioredis.Redis.from_pool(pool)
-        return cls(client, namespace=namespace, operation_timeout_s=operation_timeout_s)
+    @property
+    def namespace(self) -> str:
+        """The prefix of every key the cache writes."""
+        return self._namespace
 
     def _key(self, key: str) -> str:
         return f"{self._namespace}:{key}"
@@ -161,20 +114,25 @@ class RedisCache:
     def _version_key(self, tenant: str) -> str:
         return f"{self._namespace}:idxver:{{{tenant}}}"
 
-    def _failed(self, operation: str, exc: BaseException, span: Span) -> None:
-        CACHE_ERRORS.labels(operation=operation).inc()
-        span.set_status(StatusCode.ERROR, type(exc).__name__)
-        self._warn(operation, exc)
+    async def _run(
+        self, operation: str, span: Span, call: Callable[[RedisClient], Awaitable[T]]
+    ) -> T:
+        """``call`` through the link; on RedisUnavailable count it, mark the span, re-raise."""
+        try:
+            return await self._link.run(operation, call)
+        except RedisUnavailable as exc:
+            CACHE_ERRORS.labels(operation=operation).inc()
+            span.set_attribute("groundwire.redis_skipped", exc.skipped)
+            span.set_status(StatusCode.ERROR, "skipped" if exc.skipped else str(exc))
+            raise
 
     async def get(self, key: str) -> bytes | None:
-        """The cached value, or None on a miss or any Redis failure."""
+        """The cached value, or None on a miss or when Redis failed or was skipped."""
         with client_span("cache.get", **_SPAN_ATTRIBUTES) as span:
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    value = await self._client.get(self._key(key))
-            except _REDIS_FAILURES as exc:
+                value = await self._run("get", span, lambda c: c.get(self._key(key)))
+            except RedisUnavailable:
                 CACHE_REQUESTS.labels(result="error").inc()
-                self._failed("get", exc, span)
                 return None
             hit = value is not None
             CACHE_REQUESTS.labels(result="hit" if hit else "miss").inc()
@@ -187,19 +145,20 @@ class RedisCache:
     async def get_versioned(self, tenant: str, key: str) -> tuple[int, bytes | None] | None:
         """The tenant's current index version and the value stored at ``key`` for exactly that
         version, read in one round trip (``MGET``). The value is None on a miss or when it was
-        stored for an older version; the whole answer is None when Redis failed. ``key`` must
-        carry the tenant's hash tag (``…{<tenant>}…``)."""
+        stored for an older version; the whole answer is None when Redis failed or was
+        skipped. ``key`` must carry the tenant's hash tag (``…{<tenant>}…``)."""
         with client_span("cache.get_versioned", **_SPAN_ATTRIBUTES) as span:
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    raw_version, raw_value = await self._client.mget(
-                        self._version_key(tenant), self._key(key)
-                    )
-                version = 0 if raw_version is None else int(raw_version)
-            except (*_REDIS_FAILURES, ValueError) as exc:
-                # ValueError: the version is not a number (someone else wrote the key).
+                raw_version, raw_value = await self._run(
+                    "get_versioned",
+                    span,
+                    lambda c: c.mget(self._version_key(tenant), self._key(key)),
+                )
+                version = _version(raw_version)
+            except (RedisUnavailable, _NotANumber) as exc:
                 CACHE_REQUESTS.labels(result="error").inc()
-                self._failed("get_versioned", exc, span)
+                if isinstance(exc, _NotANumber):
+                    self._unreadable("get_versioned", exc, span)
                 return None
             value = _unframe(raw_value, version)
             result = "hit" if value is not None else "miss" if raw_value is None else "stale"
@@ -210,64 +169,74 @@ class RedisCache:
     async def set_versioned(
         self, tenant: str, key: str, version: int, value: bytes, ttl_s: int
     ) -> None:
-        """Store ``value`` as computed at the tenant's index ``version``; failures are logged
-        and counted, never raised."""
+        """Store ``value`` as computed at the tenant's index ``version``; failures are counted,
+        never raised."""
         del tenant  # the key's hash tag already places it; kept for symmetry with the read
         await self.set(key, b"%d:" % version + value, ttl_s)
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         """Store ``value`` for ``ttl_s`` seconds (a TTL below 1 stores nothing); failures are
-        logged and counted, never raised."""
+        counted, never raised."""
         if ttl_s < 1:
             return
-        with client_span("cache.set", **_SPAN_ATTRIBUTES) as span:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await self._client.set(self._key(key), value, ex=ttl_s)
-            except _REDIS_FAILURES as exc:
-                self._failed("set", exc, span)
+        # A failure is counted by _run and otherwise ignored: a cache entry is optional.
+        with (
+            client_span("cache.set", **_SPAN_ATTRIBUTES) as span,
+            contextlib.suppress(RedisUnavailable),
+        ):
+            await self._run("set", span, lambda c: c.set(self._key(key), value, ex=ttl_s))
 
     async def index_version(self, tenant: str) -> int | None:
         """The tenant's index version (0 if never bumped), or None when Redis failed."""
         with client_span("cache.index_version", **_SPAN_ATTRIBUTES) as span:
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    value = await self._client.get(self._version_key(tenant))
-                return 0 if value is None else int(value)
-            except _REDIS_FAILURES as exc:
-                self._failed("index_version", exc, span)
+                raw = await self._run(
+                    "index_version", span, lambda c: c.get(self._version_key(tenant))
+                )
+                return _version(raw)
+            except RedisUnavailable:
                 return None
-            except ValueError as exc:
-                # Not a number: someone else wrote the key. Bypass rather than guess.
-                self._failed("index_version", exc, span)
+            except _NotANumber as exc:
+                self._unreadable("index_version", exc, span)
                 return None
 
     async def bump_index_version(self, tenant: str) -> None:
         """Bump the tenant's index version (``INCR``), orphaning its cached retrievals.
 
-        If Redis is down the bump is lost; entries cached before it may be served until their
-        TTL expires, which bounds the staleness.
+        If Redis is down (or skipped) the bump is lost; entries cached before it may be served
+        until their TTL expires, which bounds the staleness.
         """
-        with client_span("cache.bump_index_version", **_SPAN_ATTRIBUTES) as span:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await self._client.incr(self._version_key(tenant))
-            except _REDIS_FAILURES as exc:
-                self._failed("bump_index_version", exc, span)
+        with (
+            client_span("cache.bump_index_version", **_SPAN_ATTRIBUTES) as span,
+            contextlib.suppress(RedisUnavailable),  # counted by _run
+        ):
+            await self._run("bump_index_version", span, lambda c: c.incr(self._version_key(tenant)))
 
     async def ping(self) -> bool:
         """Whether Redis answers right now (for health checks and start-up logging)."""
         with client_span("cache.ping", **_SPAN_ATTRIBUTES) as span:
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    return bool(await self._client.ping())
-            except _REDIS_FAILURES as exc:
-                self._failed("ping", exc, span)
+                return bool(await self._run("ping", span, lambda c: c.ping()))
+            except RedisUnavailable:
                 return False
 
     async def close(self) -> None:
-        """Close the client and its connection pool."""
-        try:
-            await self._client.aclose()
-        except _REDIS_FAILURES as exc:
-            logger.debug("closing redis failed", extra={"error": str(exc)})
+        """Close the link (and its pool) when the cache owns it."""
+        if self._owns_link:
+            await self._link.close()
+
+    def _unreadable(self, operation: str, exc: _NotANumber, span: Span) -> None:
+        # Bypass rather than guess; the link saw a healthy Redis, so its breaker is untouched.
+        CACHE_ERRORS.labels(operation=operation).inc()
+        span.set_status(StatusCode.ERROR, "unreadable index version")
+        self._warn(operation, exc)
+
+
+def _version(raw: bytes | str | None) -> int:
+    """An index version as stored by ``INCR`` (absent: 0)."""
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise _NotANumber(repr(raw)) from exc
