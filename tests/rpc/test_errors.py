@@ -13,7 +13,7 @@ from groundwire.v1 import (
     documents_pb2,
     retrieval_pb2,
 )
-from tests.rpc.conftest import KEY_A, ServerFactory, auth
+from tests.rpc.conftest import KEY_A, KEY_B, ServerFactory, auth
 from tests.rpc.errors import details
 
 R = retrieval_pb2.RetrieveRequest
@@ -159,4 +159,52 @@ async def test_mesh_header_mode_trusts_the_named_tenant(make_server: ServerFacto
         await running.retrieval.Retrieve(R(query="q"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     ok = await running.retrieval.Retrieve(R(query="q"), metadata=[("x-tenant-id", "team-x")])
+    assert list(ok.chunks) == []
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [("x-api-key", KEY_B), *auth(KEY_A)],
+        [("x-api-key", KEY_A), ("x-api-key", KEY_B)],
+        [*auth(KEY_A), *auth(KEY_B)],
+        [("x-api-key", "unknown-key-0123456789"), *auth(KEY_A)],
+    ],
+    ids=["x-api-key and bearer", "x-api-key twice", "bearer twice", "one of them unknown"],
+)
+async def test_two_different_keys_in_one_call_are_refused(
+    make_server: ServerFactory, metadata: list[tuple[str, str]]
+) -> None:
+    running = await make_server(dense=None, embedder="none", cache=None)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await running.retrieval.Retrieve(R(query="q"), metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details(caught.value)[0].reason == "ERROR_REASON_INVALID_CREDENTIALS"
+    message = caught.value.details() or ""
+    assert "conflicting credentials" in message
+    assert KEY_A not in message and KEY_B not in message
+
+
+async def test_the_same_key_sent_both_ways_is_one_identity(make_server: ServerFactory) -> None:
+    running = await make_server(dense=None, embedder="none", cache=None)
+    response = await running.retrieval.Retrieve(
+        R(query="q"), metadata=[("x-api-key", KEY_A), *auth(KEY_A), ("x-api-key", KEY_A)]
+    )
+    assert list(response.chunks) == []
+
+
+async def test_mesh_header_mode_refuses_two_different_tenant_headers(
+    make_server: ServerFactory,
+) -> None:
+    running = await make_server(auth_mode="mesh_header", api_keys={}, dense=None, embedder="none")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await running.retrieval.Retrieve(
+            R(query="q"), metadata=[("x-tenant-id", "team-x"), ("x-tenant-id", "team-y")]
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details(caught.value)[0].reason == "ERROR_REASON_INVALID_CREDENTIALS"
+    assert "conflicting x-tenant-id" in (caught.value.details() or "")
+    ok = await running.retrieval.Retrieve(
+        R(query="q"), metadata=[("x-tenant-id", "team-x"), ("x-tenant-id", "team-x")]
+    )
     assert list(ok.chunks) == []
