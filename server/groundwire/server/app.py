@@ -17,10 +17,12 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from groundwire.clients.breaker import CircuitBreaker
 from groundwire.clients.cache import RedisCache
 from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder
 from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
+from groundwire.clients.redis_link import RedisLink, key_namespace, redacted
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
@@ -29,7 +31,6 @@ from groundwire.server.interceptors import CallInterceptor, ServerState
 from groundwire.server.pipeline.cache_writes import CacheWrites
 from groundwire.server.pipeline.chunking import Chunker
 from groundwire.server.pipeline.generation.answer_cache import AnswerCache
-from groundwire.clients.breaker import CircuitBreaker
 from groundwire.server.pipeline.generation.catalog import load_catalog
 from groundwire.server.pipeline.generation.metrics import export_breakers
 from groundwire.server.pipeline.generation.pipeline import GenerationPipeline
@@ -37,6 +38,7 @@ from groundwire.server.pipeline.generation.prompt import PromptBuilder, TokenCou
 from groundwire.server.pipeline.generation.routing import ModelRoutes
 from groundwire.server.pipeline.ingest import IngestPipeline
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
+from groundwire.server.quotas import Quotas, build_quotas
 from groundwire.server.servicers.capabilities import CapabilitiesServicer
 from groundwire.server.servicers.documents import DocumentServicer
 from groundwire.server.servicers.generation import GenerationServicer
@@ -81,13 +83,23 @@ class Components:
     generation: GenerationPipeline
     # False when the embedder is shared beyond this server (tests share one loaded model).
     owns_dense: bool = True
+    # The tenant quotas; None when no tenant has a limit.
+    quotas: Quotas | None = None
+    # The one Redis link (the cache's, shared by the quotas); None when no Redis is configured.
+    redis: RedisLink | None = None
+    # The prefix of every Redis key and counter: names the index (see key_namespace).
+    namespace: str = ""
 
     async def close(self) -> None:
         """Release every client, store last so in-flight writes are flushed."""
         await self.retrieval.drain()
+        if self.quotas is not None:
+            await self.quotas.drain()  # charges still on their way to Redis
         await self.generation.routes.close()
         if self.cache is not None:
             await self.cache.close()
+        if self.redis is not None:
+            await self.redis.close()  # idempotent: the cache may have closed it
         if self.dense is not None and self.owns_dense:
             await self.dense.close()
         await self.store.close()
@@ -108,6 +120,7 @@ async def build_dense_embedder(settings: Settings) -> DenseEmbedder | None:
             api_key=settings.embeddings_api_key,
             timeout_s=settings.embeddings_timeout_s,
             batch_size=settings.embed_batch_size,
+            retry_after_cap_s=settings.retry_after_cap_s,
         )
     return None
 
@@ -128,17 +141,29 @@ async def build_store(settings: Settings) -> VectorStore:
     return EdgeVectorStore(settings.data_dir / "edge", hnsw=settings.edge_hnsw)
 
 
-async def build_cache(settings: Settings) -> RedisCache | None:
-    """The Redis cache, or None when no Redis is configured (never a fake)."""
+async def build_cache(settings: Settings, store: VectorStore) -> RedisCache | None:
+    """The Redis cache on the process's one :class:`RedisLink`, under the namespace of the
+    store's index; None when no Redis is configured (never a fake)."""
     if not settings.redis_url:
         return None
-    cache = RedisCache.from_url(
+    link = RedisLink.from_url(
         settings.redis_url,
         cluster=settings.redis_cluster,
         max_connections=settings.redis_max_connections,
-        socket_timeout_s=settings.redis_timeout_s,
-        pool_timeout_s=settings.redis_timeout_s,
+        timeout_s=settings.redis_timeout_s,
+        failure_threshold=settings.redis_breaker_failures,
+        reset_s=settings.redis_breaker_reset_s,
     )
+    namespace = key_namespace(settings.redis_key_prefix, store.identity)
+    log.info(
+        "redis cache",
+        extra={
+            "redis": redacted(settings.redis_url),
+            "index_identity": store.identity,
+            "namespace": namespace,
+        },
+    )
+    cache = RedisCache(link, namespace=namespace)
     if not await cache.ping():
         log.warning("redis not reachable at start; the cache bypasses itself until it is")
     return cache
@@ -167,6 +192,7 @@ def build_routes(settings: Settings, clock: Callable[[], float] = time.monotonic
                 connect_timeout_s=settings.llm_connect_timeout_s,
                 idle_timeout_s=settings.llm_idle_timeout_s,
                 max_connections=settings.llm_max_connections,
+                retry_after_cap_s=settings.retry_after_cap_s,
             )
         by_model[name] = clients[key]
     breakers = {
@@ -174,6 +200,7 @@ def build_routes(settings: Settings, clock: Callable[[], float] = time.monotonic
             name,
             failure_threshold=settings.breaker_failure_threshold,
             reset_timeout_s=settings.breaker_reset_s,
+            max_open_s=settings.retry_after_cap_s,
             clock=clock,
         )
         for name in catalog.models
@@ -186,7 +213,7 @@ async def build_components(settings: Settings) -> Components:
     """Build the client layer the settings describe, then the pipelines over it."""
     dense = await build_dense_embedder(settings)
     store = await build_store(settings)
-    cache = await build_cache(settings)
+    cache = await build_cache(settings, store)
     return await assemble_components(settings, store=store, dense=dense, cache=cache)
 
 
@@ -234,6 +261,12 @@ async def assemble_components(
         max_document_bytes=settings.max_document_bytes,
         batch_documents=settings.ingest_batch_documents,
     )
+    # Quotas share the cache's link (one pool, one breaker) and its index namespace.
+    redis = cache.link if isinstance(cache, RedisCache) else None
+    namespace = key_namespace(settings.redis_key_prefix, store.identity)
+    quotas = build_quotas(
+        settings, link=redis, namespace=namespace, currency=routes.catalog.currency
+    )
     generation = GenerationPipeline(
         retrieval=retrieval,
         routes=routes,
@@ -246,6 +279,7 @@ async def assemble_components(
         ),
         sparse=sparse,
         coalesce_deltas=settings.coalesce_deltas,
+        budget=quotas,
     )
     return Components(
         store=store,
@@ -254,6 +288,9 @@ async def assemble_components(
         retrieval=retrieval,
         ingest=ingest,
         generation=generation,
+        redis=redis,
+        namespace=namespace,
+        quotas=quotas,
     )
 
 
@@ -269,7 +306,9 @@ class GroundwireServer:
         # Without a tracer provider no span is recorded: opening spans would only cost time.
         tracer = provider.get_tracer("groundwire.server") if provider is not None else None
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(Authenticator(settings), self.state, tracer)],
+            interceptors=[
+                CallInterceptor(Authenticator(settings), self.state, tracer, components.quotas)
+            ],
             options=[
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -301,6 +340,7 @@ class GroundwireServer:
                 components.generation.routes,
                 settings,
                 cache_enabled=components.cache is not None,
+                quotas=components.quotas,
             ),
             self.server,
         )

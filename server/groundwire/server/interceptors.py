@@ -32,8 +32,10 @@ from groundwire.clients.correlation import (
 from groundwire.clients.errors import GroundwireError, ShuttingDownError
 from groundwire.clients.telemetry import CORRELATION_ATTRIBUTE
 from groundwire.server import metrics
-from groundwire.server.auth import Authenticator
+from groundwire.server.auth import Authenticator, CallHeaders
 from groundwire.server.context import set_tenant
+from groundwire.server.quotas import Quotas
+from groundwire.server.request_decoding import decoded, decoded_stream, tolerant
 from groundwire.server.status import build_status, internal_status
 
 log = logging.getLogger("groundwire.access")
@@ -57,49 +59,56 @@ SERVER_ERROR_CODES = frozenset(
     }
 )
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Authenticated but not counted against a request quota (health and reflection have no tenant).
+QUOTA_FREE_PREFIXES = ("/groundwire.v1.CapabilitiesService/",)
+# The codes that say the caller sent what the contract does not accept (a malformed body,
+# a bad field, missing or conflicting credentials): their access line is a WARNING, so a
+# broken or hostile client shows up without a traceback; everything else is INFO (server
+# faults get their own ERROR line with the traceback on groundwire.errors).
+CALLER_FAULT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED})
 
 
-def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in details.invocation_metadata or ():
-        if isinstance(value, str):
-            out[key.lower()] = value
-    return out
+def _metadata(details: grpc.HandlerCallDetails) -> CallHeaders:
+    return CallHeaders(details.invocation_metadata or ())
 
 
 def _wrap(
     handler: Handler | None,
-    make_unary: Callable[[Behavior], Behavior],
-    make_stream: Callable[[Behavior], Behavior],
+    make_unary: Callable[[Behavior, bool], Behavior],
+    make_stream: Callable[[Behavior, bool], Behavior],
 ) -> Handler | None:
-    """Rebuild ``handler`` with its behaviour wrapped (unary or streaming response)."""
+    """Rebuild ``handler`` with its behaviour wrapped (unary or streaming response) and its
+    deserializer made tolerant (see :mod:`groundwire.server.request_decoding`); the
+    factories are told whether the request is a stream."""
     if handler is None:
         return None
+    streaming = handler.request_streaming
+    deserializer = tolerant(handler.request_deserializer)
     if handler.response_streaming:
-        behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
+        behavior = handler.stream_stream if streaming else handler.unary_stream
         # A streaming handler written as a coroutine (it calls context.write) is wrapped like
         # a unary one; gRPC tells the two kinds apart by the wrapper's own kind.
         wrap = make_unary if inspect.iscoroutinefunction(behavior) else make_stream
-        if handler.request_streaming:
+        if streaming:
             return grpc.stream_stream_rpc_method_handler(
-                wrap(cast(Behavior, handler.stream_stream)),
-                handler.request_deserializer,
+                wrap(cast(Behavior, handler.stream_stream), True),
+                deserializer,
                 handler.response_serializer,
             )
         return grpc.unary_stream_rpc_method_handler(
-            wrap(cast(Behavior, handler.unary_stream)),
-            handler.request_deserializer,
+            wrap(cast(Behavior, handler.unary_stream), False),
+            deserializer,
             handler.response_serializer,
         )
-    if handler.request_streaming:
+    if streaming:
         return grpc.stream_unary_rpc_method_handler(
-            make_unary(cast(Behavior, handler.stream_unary)),
-            handler.request_deserializer,
+            make_unary(cast(Behavior, handler.stream_unary), True),
+            deserializer,
             handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
-        make_unary(cast(Behavior, handler.unary_unary)),
-        handler.request_deserializer,
+        make_unary(cast(Behavior, handler.unary_unary), False),
+        deserializer,
         handler.response_serializer,
     )
 
@@ -117,8 +126,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     (``x-correlation-id``, else the mesh's ``x-request-id``, else a new one), makes it current
     and echoes it in initial and trailing metadata; opens the server span (continuing the
     caller's ``traceparent``) when a tracer is given; refuses calls while draining;
-    authenticates (tenant into the context); turns our exceptions into rich statuses
-    (INTERNAL never leaks internals); writes one JSON access log line.
+    authenticates (tenant into the context); counts the call against the tenant's request
+    quota; turns our exceptions into rich statuses (INTERNAL never leaks internals); writes one
+    JSON access log line.
 
     The server span is ours rather than OpenTelemetry's gRPC interceptor's: that one cannot
     wrap a streaming handler written as a coroutine (``Generate`` is one, so that a cancel
@@ -130,11 +140,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         authenticator: Authenticator,
         state: ServerState,
         tracer: trace.Tracer | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
-        """Without a ``tracer`` no server span is opened (traces off: spans cost nothing)."""
+        """Without a ``tracer`` no server span is opened (traces off: spans cost nothing);
+        without ``quotas`` no request quota applies."""
         self.authenticator = authenticator
         self.state = state
         self.tracer = tracer
+        self.quotas = quotas
 
     def server_span(
         self, method: str, metadata: Mapping[str, str]
@@ -168,7 +181,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         needs_auth = not method.startswith(UNAUTHENTICATED_PREFIXES)
         interceptor = self
 
-        def make_unary(behavior: Behavior) -> Behavior:
+        def make_unary(behavior: Behavior, request_streaming: bool) -> Behavior:
             async def unary(request: Any, context: Context) -> Any:
                 with (
                     correlation_scope(correlation_id),
@@ -178,7 +191,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     context.set_trailing_metadata(echo)
                     call = _Call(interceptor, method, metadata, needs_auth, context)
                     try:
+                        # Before anything else: bytes that are not a message are refused
+                        # unread (a client stream's, where its bad message is reached).
+                        request = decoded_stream(request) if request_streaming else decoded(request)
                         call.admit()
+                        await call.charge_request()
                         return await behavior(request, context)
                     except BaseException as exc:
                         await call.fail(exc)
@@ -188,7 +205,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
             return unary
 
-        def make_stream(behavior: Behavior) -> Behavior:
+        def make_stream(behavior: Behavior, request_streaming: bool) -> Behavior:
             async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 with (
                     correlation_scope(correlation_id),
@@ -198,7 +215,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     context.set_trailing_metadata(echo)
                     call = _Call(interceptor, method, metadata, needs_auth, context)
                     try:
+                        # Before anything else: bytes that are not a message are refused
+                        # unread (a client stream's, where its bad message is reached).
+                        request = decoded_stream(request) if request_streaming else decoded(request)
                         call.admit()
+                        await call.charge_request()
                         async for response in behavior(request, context):
                             yield response
                     except BaseException as exc:
@@ -220,7 +241,7 @@ class _Call:
         self,
         interceptor: CallInterceptor,
         method: str,
-        metadata: Mapping[str, str],
+        metadata: CallHeaders,
         needs_auth: bool,
         context: Context,
     ) -> None:
@@ -230,20 +251,31 @@ class _Call:
         self.needs_auth = needs_auth
         self.context = context
         self.code = grpc.StatusCode.OK
+        self.reason: str | None = None
         self.tenant: str | None = None
         self.started = time.perf_counter()
+        # Tagged here, not in admit(): a malformed request never gets that far.
+        trace.get_current_span().set_attribute(
+            CORRELATION_ATTRIBUTE, current_correlation_id() or ""
+        )
 
     def admit(self) -> None:
-        """Tag the span, refuse while draining, authenticate and make the tenant current."""
-        span = trace.get_current_span()
-        span.set_attribute(CORRELATION_ATTRIBUTE, current_correlation_id() or "")
+        """Refuse while draining, authenticate and make the tenant current."""
         if not self.needs_auth:
             return
         if self.interceptor.state.draining:
             raise ShuttingDownError("server is shutting down; retry on another replica")
         self.tenant = self.interceptor.authenticator.tenant_for(self.metadata)
-        span.set_attribute("groundwire.tenant", self.tenant)
+        trace.get_current_span().set_attribute("groundwire.tenant", self.tenant)
         set_tenant(self.tenant)
+
+    async def charge_request(self) -> None:
+        """Count the call against the tenant's requests per minute (QuotaExceededError when
+        spent). GetCapabilities is not counted, so a caller can always read its limits."""
+        quotas = self.interceptor.quotas
+        if quotas is None or self.tenant is None or self.method.startswith(QUOTA_FREE_PREFIXES):
+            return
+        await quotas.admit_request(self.tenant)
 
     async def fail(self, exc: BaseException) -> None:
         """Map ``exc`` to a status and abort; AbortError and cancellation pass through."""
@@ -257,11 +289,13 @@ class _Call:
         if isinstance(exc, GroundwireError):
             status = build_status(exc, correlation_id)
             self.code = exc.code
+            self.reason = exc.reason
             if exc.code is grpc.StatusCode.INTERNAL:
                 error_log.error("internal error: %s", exc.message, exc_info=exc)
         else:
             status = internal_status(correlation_id)
             self.code = grpc.StatusCode.INTERNAL
+            self.reason = "ERROR_REASON_INTERNAL"
             error_log.error("unhandled exception in %s", self.method, exc_info=exc)
         converted = rpc_status.to_status(status)
         trailing = (*converted.trailing_metadata, (CORRELATION_HEADER, correlation_id))
@@ -278,11 +312,13 @@ class _Call:
                 span.set_status(StatusCode.ERROR, code_name)
         metrics.RPC_REQUESTS.labels(self.method, code_name).inc()
         metrics.RPC_LATENCY.labels(self.method).observe(latency)
-        log.info(
+        log.log(
+            logging.WARNING if self.code in CALLER_FAULT_CODES else logging.INFO,
             "rpc",
             extra={
                 "method": self.method,
                 "code": code_name,
+                "reason": self.reason,
                 "latency_ms": round(latency * 1000, 3),
                 "tenant": self.tenant,
                 "peer": self.context.peer(),

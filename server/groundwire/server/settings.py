@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -52,6 +59,17 @@ class TracesExporter(StrEnum):
     OFF = "off"
     CONSOLE = "console"
     OTLP = "otlp"
+
+
+class QuotaOverride(BaseModel):
+    """One tenant's limits in ``GROUNDWIRE_QUOTA_OVERRIDES``. A key that is present replaces
+    the default (null: unlimited for this tenant); a key left out keeps the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    llm_tokens_per_minute: int | None = Field(None, ge=1)
+    spend_micros_per_day: int | None = Field(None, ge=1)
 
 
 def hash_api_key(key: str) -> str:
@@ -118,7 +136,15 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_cluster: bool = False
     redis_max_connections: int = Field(64, ge=1)
+    # The bound on every Redis operation, connecting and redis-py's retry included.
     redis_timeout_s: float = Field(0.25, gt=0, le=10)
+    # This many consecutive Redis timeouts open its breaker: Redis is then skipped without
+    # waiting, and after the reset period one background PING tests it again.
+    redis_breaker_failures: int = Field(3, ge=1, le=1000)
+    redis_breaker_reset_s: float = Field(2.0, ge=0, le=3600)
+    # Every key and counter is <prefix>:<hash of the index's identity>:…, so deployments on
+    # one Redis never share entries; the prefix sets apart whatever else lives there.
+    redis_key_prefix: str = Field("gw", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
     retrieval_cache_ttl_s: int = Field(3600, ge=1)
 
     # --- generation ---
@@ -133,6 +159,9 @@ class Settings(BaseSettings):
     llm_max_connections: int = Field(256, ge=1, le=10000, description="Per endpoint.")
     breaker_failure_threshold: int = Field(5, ge=1, le=1000)
     breaker_reset_s: float = Field(30.0, ge=0, le=3600)
+    # The longest wait an upstream's Retry-After may impose (LLM and embeddings clients, and
+    # the model breakers it opens): `inf`, a year or a date far ahead all mean this.
+    retry_after_cap_s: float = Field(300.0, ge=0, le=86400, allow_inf_nan=False)
     answer_cache_ttl_s: int = Field(3600, ge=1)
     answer_cache_max_temperature: float = Field(0.3, ge=0, le=2)
     # The answer ends this long before the caller's deadline, so the end frame still arrives.
@@ -140,6 +169,17 @@ class Settings(BaseSettings):
     # Upstream tokens that arrive while a frame is being sent leave together in the next one.
     # Off: one frame per upstream chunk (a plain relay; for comparison in benchmarks).
     coalesce_deltas: bool = True
+
+    # --- quotas ---
+    # Per tenant; None (the default) is unlimited. Counted in Redis when GROUNDWIRE_REDIS_URL is
+    # set (every replica shares one budget), otherwise in-process (a budget per replica).
+    quota_requests_per_minute: int | None = Field(None, ge=1)
+    quota_llm_tokens_per_minute: int | None = Field(None, ge=1, description="Prompt + completion.")
+    quota_spend_micros_per_day: int | None = Field(
+        None, ge=1, description="Micros of the catalog's currency per UTC day."
+    )
+    # JSON object tenant -> {quota: limit or null}; see QuotaOverride.
+    quota_overrides: dict[str, QuotaOverride] = Field(default_factory=dict)
 
     # --- telemetry ---
     log_level: str = "INFO"
@@ -176,6 +216,36 @@ class Settings(BaseSettings):
                     out.append(hash_api_key(key))
             hashed[tenant] = out
         return hashed
+
+    @field_validator("quota_overrides", mode="before")
+    @classmethod
+    def _known_quotas(cls, value: Any) -> Any:
+        # Validated here rather than left to pydantic so the message names tenant and quota.
+        if not isinstance(value, dict):
+            return value  # pydantic reports the wrong type
+        known = sorted(QuotaOverride.model_fields)
+        checked: dict[str, QuotaOverride] = {}
+        for tenant, limits in value.items():
+            if not isinstance(tenant, str) or not _TENANT.match(tenant):
+                raise ValueError(f"tenant {tenant!r} must match {_TENANT.pattern}")
+            if isinstance(limits, QuotaOverride):
+                checked[tenant] = limits
+                continue
+            if not isinstance(limits, dict):
+                raise ValueError(f"tenant {tenant!r}: must be an object of quota limits")
+            unknown = sorted(set(limits) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"tenant {tenant!r}: unknown quota {', '.join(map(repr, unknown))}"
+                    f" (known: {', '.join(known)})"
+                )
+            try:
+                checked[tenant] = QuotaOverride.model_validate(limits)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(part) for part in error["loc"])
+                raise ValueError(f"tenant {tenant!r}: {where}: {error['msg']}") from None
+        return checked
 
     @field_validator("listen")
     @classmethod

@@ -6,10 +6,13 @@ from importlib import metadata
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 
 from groundwire.clients.breaker import BreakerState
+from groundwire.server.context import current_tenant
 from groundwire.server.pipeline.generation.routing import ModelRoutes
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
+from groundwire.server.quotas import Quotas, QuotaStatus
 from groundwire.server.servicers.convert import MODE_TO_PROTO
 from groundwire.server.servicers.generation_convert import MAX_CONTEXT_PASSAGES, TIER_TO_PROTO
 from groundwire.server.settings import Settings
@@ -32,7 +35,7 @@ def server_version() -> str:
 
 class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
     """Reports embedder, retrieval modes, the model catalog with live breaker states, tiers,
-    limits and features."""
+    limits, features and the calling tenant's quotas with what is left of them."""
 
     def __init__(
         self,
@@ -41,8 +44,11 @@ class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
         settings: Settings,
         *,
         cache_enabled: bool,
+        quotas: Quotas | None = None,
     ) -> None:
+        """``quotas``: the tenant quotas whose state each caller sees for itself."""
         self._routes = routes
+        self._quotas = quotas
         catalog = routes.catalog
         self._static = capabilities_pb2.GetCapabilitiesResponse(
             server_version=server_version(),
@@ -91,4 +97,26 @@ class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
                     breaker=BREAKER_TO_PROTO[self._routes.breakers[name].state],
                 )
             )
+        tenant = current_tenant()
+        if self._quotas is not None and tenant is not None:
+            response.quotas.extend(quota_to_proto(q) for q in await self._quotas.status(tenant))
         return response
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromMilliseconds(round(seconds * 1000))
+    return out
+
+
+def quota_to_proto(quota: QuotaStatus) -> capabilities_pb2.Quota:
+    """One of the caller's quotas as GetCapabilities reports it."""
+    return capabilities_pb2.Quota(
+        name=quota.name.value,
+        limit=quota.limit,
+        remaining=quota.remaining,
+        window=_duration(quota.window_s),
+        resets_in=_duration(quota.resets_in_s),
+        shared=quota.shared,
+        currency=quota.currency,
+    )

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from groundwire.clients.errors import DeadlineExceededError
 from groundwire.clients.ports import SparseEncoder
@@ -74,6 +75,16 @@ class GenerationRequest:
         return f"model:{self.model}" if self.model else f"tier:{self.tier.value}"
 
 
+class TenantBudget(Protocol):
+    """What generation needs of the tenant quotas (``groundwire.server.quotas.Quotas``)."""
+
+    async def check_generation(self, tenant: str) -> None:
+        """Raise QuotaExceededError when the tenant's token or spend window is spent."""
+
+    def charge_generation(self, tenant: str, tokens: int, cost_micros: int) -> None:
+        """Charge what an answer used; never raises, never waits."""
+
+
 class _Clock:
     """The answer's timings and the loop time it must end by."""
 
@@ -97,9 +108,13 @@ class GenerationPipeline:
         answers: AnswerCache,
         sparse: SparseEncoder,
         coalesce_deltas: bool = True,
+        budget: TenantBudget | None = None,
     ) -> None:
-        """``coalesce_deltas=False`` relays each upstream chunk as its own delta."""
+        """``coalesce_deltas=False`` relays each upstream chunk as its own delta; ``budget``
+        (the tenant quotas) refuses answers once a token or spend window is spent and is
+        charged what each answer used."""
         self._coalesce = coalesce_deltas
+        self._budget = budget
         self._retrieval = retrieval
         self._routes = routes
         self._prompts = prompts
@@ -116,6 +131,8 @@ class GenerationPipeline:
     ) -> AsyncGenerator[GenerationEvent]:
         """The events of one answer. ``deadline_at`` is the loop time by which the caller must
         have the end frame (its gRPC deadline less a margin)."""
+        if self._budget is not None:
+            await self._budget.check_generation(tenant)  # refused before any work: no answer
         loop_now = asyncio.get_running_loop().time()
         soft = loop_now + request.time_limit_s if request.time_limit_s is not None else None
         limits = [t for t in (soft, deadline_at) if t is not None]
@@ -172,6 +189,11 @@ class GenerationPipeline:
             usage = ledger.usage() if ledger is not None else ZERO_USAGE
             cost = ledger.cost_micros() if ledger is not None else 0
             self._record(route, outcome, usage, cost, clock)
+            if self._budget is not None:
+                # The same figures as the log line: partial, cancelled and continued answers
+                # included; cache hits and degraded answers used nothing and charge nothing.
+                tokens = usage.prompt_tokens + usage.completion_tokens
+                self._budget.charge_generation(tenant, tokens, cost)
 
     def _answerer(
         self, request: GenerationRequest, sources: Sequence[SourceInfo], clock: _Clock
@@ -184,7 +206,6 @@ class GenerationPipeline:
             sources=sources,
             sampling=request.sampling,
             limit_at=clock.limit_at,
-            economy_model=catalog.economy_model,
             long_context_model=catalog.long_context_model,
             coalesce=self._coalesce,
         )
