@@ -167,6 +167,40 @@ async def test_fast_failures_are_reported_but_do_not_open_the_breaker() -> None:
         await link.close()
 
 
+def raise_in_module(module: str, exc: Exception) -> None:
+    """Raise ``exc`` from a frame whose module is ``module`` (where redis-py's races raise)."""
+    code = compile("raise exc", f"<{module}>", "exec")
+    exec(code, {"__name__": module, "exc": exc})
+
+
+async def test_an_attribute_error_inside_redis_py_is_a_failure_but_ours_is_a_bug(
+    redis_url: str,
+) -> None:
+    """redis-py's asyncio connections can raise a bare AttributeError or TypeError when another
+    task closes the connection (redis/redis-py#3546, #4287; the cluster client does that on
+    CLUSTERDOWN): that is Redis failing, a miss. The same error in our own code is not."""
+    link = RedisLink.from_url(redis_url, timeout_s=1.0)
+
+    async def race(client: RedisClient) -> None:
+        await client.ping()
+        raise_in_module("redis.asyncio.connection", AttributeError("'NoneType' ... 'writelines'"))
+
+    async def bug(client: RedisClient) -> None:
+        await client.ping()
+        raise AttributeError("our own typo")
+
+    try:
+        with pytest.raises(RedisUnavailable) as failed:
+            await link.run("race", race)
+        assert isinstance(failed.value.__cause__, AttributeError)
+        assert metric("groundwire_redis_failures_total", operation="race", kind="error") >= 1
+        with pytest.raises(AttributeError, match="our own typo"):
+            await link.run("bug", bug)
+        assert metric("groundwire_redis_failures_total", operation="bug", kind="error") == 0
+    finally:
+        await link.close()
+
+
 async def test_an_operation_is_bounded_by_the_timeout_in_total(
     link: RedisLink, private_redis: RedisServer
 ) -> None:

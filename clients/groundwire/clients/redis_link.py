@@ -11,10 +11,12 @@ without a breaker every call of the service pays that wait for as long as Redis 
 - ``failure_threshold`` consecutive timeouts open the breaker: operations are then skipped at
   once, without touching Redis, for ``reset_s``;
 - after that, the first operation that finds the breaker half-open starts one background
-  PING and is itself skipped; the PING's success closes the breaker, its failure opens it for
+  probe and is itself skipped (a PING; for a Redis Cluster, ``CLUSTER INFO`` saying
+  ``cluster_state:ok``); the probe's success closes the breaker, its failure opens it for
   another period. No caller's request ever pays for a probe.
 
-Only timeouts count towards opening the breaker. A fast failure (connection refused, a reset,
+Only timeouts (and a cluster's CLUSTERDOWN, which redis-py makes as slow: see
+``_SLOW_FAILURES``) count towards opening the breaker. A fast failure (connection refused, a reset,
 an error reply) costs the caller nothing, so skipping Redis would save nothing and would only
 hide a Redis that is back (after a restart the next operation reconnects by itself). Every
 failure is still counted, logged (throttled) and reported to the caller as
@@ -47,8 +49,26 @@ T = TypeVar("T")
 # Errors that mean "Redis is not usable right now". redis-py raises its own ConnectionError
 # and TimeoutError (RedisError subclasses); the socket layer and our deadline add the others.
 REDIS_FAILURES = (redis.exceptions.RedisError, OSError, TimeoutError)
-# The failures that cost the caller the whole timeout: these open the breaker.
-_SLOW_FAILURES = (redis.exceptions.TimeoutError, TimeoutError)
+# redis-py's asyncio connections have races in which a connection that another task closes
+# (the cluster client closes every connection on CLUSTERDOWN; a peer reset does it too)
+# raises a bare AttributeError or TypeError from inside redis-py instead of its
+# ConnectionError (redis/redis-py#3546, #4287; seen here with a cluster node killed under
+# load, as INTERNAL errors of calls). Raised inside redis-py they are Redis failures; raised
+# in our own code they stay bugs.
+_CLIENT_RACES = (AttributeError, TypeError)
+# The failures that cost the caller the whole timeout: these open the breaker. A Redis
+# Cluster that has lost a slot's only master answers CLUSTERDOWN once the node is marked
+# failing (or leaves the slot uncovered), and redis-py's cluster client closes its
+# connections and sleeps 0.25 s before it raises either, once per attempt: each such
+# operation costs the caller that long, whatever the timeout, and the cluster stays down until
+# the node returns. Counted as errors, they would cost every call that wait for the whole
+# outage (measured: 0.5-0.9 s a call with a 1 s timeout, the breaker never opening).
+_SLOW_FAILURES = (
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 # Module-level, so registered exactly once per process however many links tests build.
 REDIS_BREAKER_STATE = Gauge(
@@ -110,6 +130,21 @@ class ThrottledWarning:
         )
         self._last_logged = now
         self._suppressed = 0
+
+
+def is_redis_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a call into redis-py, means Redis is not usable right now."""
+    if isinstance(exc, REDIS_FAILURES):
+        return True
+    if not isinstance(exc, _CLIENT_RACES):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        module = str(frame.tb_frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] == "redis":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def key_namespace(prefix: str, identity: str) -> str:
@@ -179,8 +214,12 @@ class RedisLink:
         immediate retry (no backoff) lets a pooled connection that died with a Redis restart
         reconnect without a failed call; it runs inside the same deadline.
 
-        ``cluster=True`` uses ``RedisCluster`` (``max_connections`` per node). Kept minimal
-        and not covered by the tests: no Redis Cluster runs here.
+        ``cluster=True`` uses ``RedisCluster`` (``max_connections`` per node; ``url`` is any
+        one node, the client learns the others and the slot map from it). Its per-node pool
+        does not wait for a free connection: past ``max_connections`` an operation fails at
+        once (a miss). Tested against a real 3-master cluster with a node killed under load
+        (``tests/rpc/test_redis_cluster.py``): calls go on, keys of a node that is down are
+        misses, and once the cluster is whole again the client re-reads the slot map by itself.
         """
         retry = Retry(NoBackoff(), 1)
         client: RedisClient
@@ -243,7 +282,9 @@ class RedisLink:
         try:
             async with asyncio.timeout(self._timeout_s):
                 result = await call(self._client)
-        except REDIS_FAILURES as exc:
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
             self._failed(operation, exc)
             raise RedisUnavailable(f"redis {operation} failed: {type(exc).__name__}") from exc
         self._breaker.record_success()
@@ -283,11 +324,11 @@ class RedisLink:
         return False
 
     async def _run_probe(self) -> None:
-        """One PING on the caller's behalf: closes the breaker or opens it again."""
+        """One probe on the caller's behalf: closes the breaker or opens it again."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._client.ping()
-        except REDIS_FAILURES as exc:
+                await self._probe()
+        except Exception as exc:  # whatever it is, the probe failed; never leave it acquired
             REDIS_PROBES.labels(result="failed").inc()
             self._breaker.record_failure()
             self._warn("probe", exc)
@@ -299,6 +340,18 @@ class RedisLink:
             self._breaker.record_success()
             logger.info("redis answers again; the breaker is closed")
 
+    async def _probe(self) -> None:
+        """Raise unless Redis would serve callers now. A cluster node answers PING while the
+        cluster refuses every key (``cluster_state:fail`` once a master is marked failing), so
+        a PING would close the breaker only for the next callers to pay for CLUSTERDOWN again,
+        one reset period after another: a cluster is asked ``CLUSTER INFO`` instead."""
+        if isinstance(self._client, aioredis.RedisCluster):
+            info = await self._client.cluster_info()
+            if info.get("cluster_state") != "ok":
+                raise redis.exceptions.ClusterDownError("probe: cluster_state is not ok")
+        else:
+            await self._client.ping()
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         slow = isinstance(exc, _SLOW_FAILURES)
         REDIS_FAILURES_TOTAL.labels(operation=operation, kind="timeout" if slow else "error").inc()
@@ -309,7 +362,8 @@ class RedisLink:
         self._breaker.record_failure()
         if was_closed and self._breaker.state is BreakerState.OPEN:
             logger.warning(
-                "redis keeps timing out: skipping it without waiting, probing it again later",
+                "redis keeps timing out (or its cluster is down): skipping it without waiting,"
+                " probing it again later",
                 extra={
                     "consecutive_timeouts": self._breaker.consecutive_failures,
                     "timeout_s": self._timeout_s,
