@@ -102,12 +102,14 @@ def qdrant_store(server: QdrantServer, collection: str) -> QdrantVectorStore:
 
 
 async def test_replicas_on_one_qdrant_collection_share_entries_and_invalidations(
-    make_server: ServerFactory, qdrant_server: QdrantServer
+    make_server: ServerFactory, qdrant_peer: QdrantServer
 ) -> None:
+    # Sparse-only servers: the 1.18 binary scopes sparse scores to the tenant only in
+    # distributed mode (a shard per tenant), so the peer rather than the plain server.
     collection = f"shared_{uuid.uuid4().hex[:8]}"
-    one = await make_server(dense=None, store=qdrant_store(qdrant_server, collection))
-    two = await make_server(dense=None, store=qdrant_store(qdrant_server, collection))
-    other = await make_server(dense=None, store=qdrant_store(qdrant_server, collection + "_x"))
+    one = await make_server(dense=None, store=qdrant_store(qdrant_peer, collection))
+    two = await make_server(dense=None, store=qdrant_store(qdrant_peer, collection))
+    other = await make_server(dense=None, store=qdrant_store(qdrant_peer, collection + "_x"))
     assert one.server.components.namespace == two.server.components.namespace
     assert other.server.components.namespace != one.server.components.namespace
 

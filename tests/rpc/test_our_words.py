@@ -59,6 +59,7 @@ NOT_FROM_VENDORS = {
     errors.RateLimitedError,
     errors.CacheError,  # never reaches a caller: the cache bypasses itself
     errors.EmbedderMismatchError,  # at start-up only, to the operator (paths, remedies)
+    errors.SparseScopeUnavailableError,  # our words: the Qdrant version and the remedy
     errors.DeadlineExceededError,
     errors.NotImplementedRPCError,
     errors.ShuttingDownError,
@@ -116,11 +117,13 @@ def assert_logged(caplog: pytest.LogCaptureFixture, correlation_id: str) -> None
 
 @pytest.fixture
 def own_qdrant() -> Iterator[QdrantServer]:
-    """A Qdrant server of this test's own, to stop without disturbing the session's."""
+    """A Qdrant server of this test's own, to stop without disturbing the session's; one
+    distributed-mode peer, where a 1.18 server scopes sparse scores to the tenant (a shard
+    each), so the sparse search below reaches the server and meets the outage."""
     binary = qdrant_binary()
     if binary is None:
         pytest.skip("no Qdrant binary")
-    server = QdrantServer(binary)
+    server = QdrantServer(binary, cluster_args=())
     with server:
         yield server
 

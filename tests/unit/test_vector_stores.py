@@ -1,8 +1,12 @@
-"""One contract for both VectorStores: Qdrant Edge on disk and qdrant-client's local mode.
+"""One contract for both VectorStores: Qdrant Edge on disk, qdrant-client's local mode and a
+real Qdrant server.
 
-Every test in the first part runs against both implementations with the same tiny corpus of
-hand-made vectors (dimension 4; sparse term ids stand for words), so any difference between
-the embedded default and production shows up here.
+Every test in the first part runs against each of them with the same tiny corpus of hand-made
+vectors (dimension 4; sparse term ids stand for words), so any difference between the
+embedded default and production shows up here. The real server is the 1.18 binary in
+distributed mode (one peer), where the store gives each tenant a shard of its own to keep
+sparse scores per tenant (see ``qdrant_tenancy``); each test gets fresh collections. Without
+the binary those cases skip, naming the variable that points at it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +35,9 @@ from groundwire.clients.models import (
 )
 from groundwire.clients.ports import VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
+from groundwire.clients.vector_store.qdrant_connection import QdrantNodes, Timeouts
 from groundwire.server.measure.redis_process import free_port
+from tests.qdrant_server import QdrantServer
 
 A = "acme"
 B = "globex"
@@ -97,13 +104,28 @@ class Stores:
 
     backend: str
     tmp_path: Path
+    server: QdrantServer | None = None
     client: AsyncQdrantClient = field(default_factory=lambda: AsyncQdrantClient(":memory:"))
     opened: list[VectorStore] = field(default_factory=list)
+    # Collections of their own on the shared server: tests never see each other's data.
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def tenant_shards(self) -> bool:
+        """Whether tenants live in shards of their own (the real 1.18 server)."""
+        return self.server is not None
 
     def new(self, name: str = "chunks") -> VectorStore:
         store: VectorStore
         if self.backend == "edge":
             store = EdgeVectorStore(self.tmp_path / name)
+        elif self.server is not None:
+            store = QdrantVectorStore(
+                server_client(self.server),
+                f"{name}-{self.suffix}",
+                timeout_s=30,
+                url=self.server.url,
+            )
         else:
             # The same client stands for the same server: a second store sees the same data.
             store = QdrantVectorStore(self.client, name)
@@ -130,11 +152,34 @@ class Stores:
         return await self.open(embedder_id, dimension, name)
 
     async def close(self) -> None:
-        if self.backend == "edge":
-            for store in self.opened:
-                await store.close()
-        else:
+        if self.backend == "qdrant":
             await self.client.close()
+            return
+        for store in self.opened:
+            await store.close()
+        if self.server is not None:
+            admin = server_client(self.server)
+            for described in (await admin.get_collections()).collections:
+                if described.name.endswith(self.suffix):
+                    await admin.delete_collection(described.name)
+            await admin.close()
+
+
+def server_client(server: QdrantServer) -> AsyncQdrantClient:
+    """A gRPC client of the real server (its version is checked by the store, not here)."""
+    return AsyncQdrantClient(
+        url=server.url, grpc_port=server.grpc_port, prefer_grpc=True, check_compatibility=False
+    )
+
+
+BACKENDS = ["edge", "qdrant", "qdrant-server"]
+
+
+def backend_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    """Stores of the backend ``request.param`` names; the server only when it is asked for."""
+    if request.param == "qdrant-server":
+        return Stores(request.param, tmp_path, server=request.getfixturevalue("qdrant_peer"))
+    return Stores(request.param, tmp_path)
 
 
 async def fill(store: VectorStore) -> VectorStore:
@@ -145,9 +190,9 @@ async def fill(store: VectorStore) -> VectorStore:
     return store
 
 
-@pytest.fixture(params=["edge", "qdrant"])
+@pytest.fixture(params=BACKENDS)
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    factory = Stores(request.param, tmp_path)
+    factory = backend_stores(request, tmp_path)
     yield factory
     await factory.close()
 
@@ -158,13 +203,13 @@ async def store(stores: Stores) -> VectorStore:
     return await fill(await stores.open())
 
 
-@pytest.fixture(scope="module", params=["edge", "qdrant"])
+@pytest.fixture(scope="module", params=BACKENDS)
 async def corpus(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[VectorStore]:
     """One store per backend holding both corpora, shared by the tests that only read
     (creating an Edge shard with its indexes takes about half a second)."""
-    factory = Stores(request.param, tmp_path_factory.mktemp("corpus"))
+    factory = backend_stores(request, tmp_path_factory.mktemp("corpus"))
     yield await fill(await factory.open())
     await factory.close()
 
@@ -291,12 +336,17 @@ async def test_stored_documents_are_per_tenant(corpus: VectorStore) -> None:
     assert stored["cat"].chunk_ids == {0: point_id(B, "cat", 0)}
 
 
-async def test_an_upsert_cannot_take_over_another_tenants_point(store: VectorStore) -> None:
+async def test_an_upsert_cannot_take_over_another_tenants_point(
+    stores: Stores, store: VectorStore
+) -> None:
     stolen = replace(CORPUS_A[0].record, text="overwritten by B", content_hash="evil")
     await store.upsert(B, [ChunkPoint(stolen, [1, 0, 0, 0], sparse({CAT: 1}))])
     hits = await dense(1, 0, 0, 0).run(store, A, limit=1)
     assert hits[0].record == CORPUS_A[0].record
-    assert await store.count(B) == 2
+    assert await store.count(A) == 4
+    # With a shard per tenant the id is free in B's shard: B's write lands there, as B's
+    # point, and A's stays A's. With one shard for all, the write is refused instead.
+    assert await store.count(B) == (3 if stores.tenant_shards else 2)
 
 
 async def test_sparse_scores_ignore_other_tenants_corpora(store: VectorStore) -> None:
@@ -584,9 +634,12 @@ async def test_qdrant_refuses_a_collection_it_did_not_create() -> None:
 async def test_qdrant_unreachable_is_unavailable(grpc: bool) -> None:
     port = free_port()
     if grpc:
-        store = QdrantVectorStore.connect(f"http://127.0.0.1:{port}", None, "chunks", timeout_s=2)
+        nodes = QdrantNodes.of([f"http://127.0.0.1:{port}"], timeouts=Timeouts.uniform(2))
+        store = QdrantVectorStore.connect(nodes, "chunks")
     else:
-        client = AsyncQdrantClient(url=f"http://127.0.0.1:{port}", timeout=2)
+        client = AsyncQdrantClient(
+            url=f"http://127.0.0.1:{port}", timeout=2, check_compatibility=False
+        )
         store = QdrantVectorStore(client, "chunks", timeout_s=2)
     with pytest.raises(VectorStoreUnavailableError) as caught:
         await store.ensure_collection(EMBEDDER, 4)

@@ -154,6 +154,16 @@ class EmbedderMismatchError(GroundwireError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class SparseScopeUnavailableError(GroundwireError):
+    """The Qdrant server cannot keep sparse scores to the tenant's own documents (before
+    1.19, without a shard per tenant), so sparse and hybrid searches are refused. No retry
+    helps: an operator must upgrade Qdrant or re-create the collection in distributed mode.
+    The contract has no reason of its own for it yet; the vector store cannot serve it."""
+
+    reason = "ERROR_REASON_VECTOR_STORE_UNAVAILABLE"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class DeadlineExceededError(GroundwireError):
     """The work could not finish before the call's deadline."""
 

@@ -1,26 +1,24 @@
 """Production: a Qdrant server or cluster through ``qdrant-client`` (async, gRPC preferred).
 
 The client enters by constructor, so tests hand in ``AsyncQdrantClient(location=":memory:")``
-(qdrant-client's local mode, which speaks the same API) and production uses :meth:`connect`.
+(qdrant-client's local mode, which speaks the same API) and production uses :meth:`connect`,
+whose :class:`QdrantConnection` spreads calls over several nodes (reads near, writes home,
+failover on an unreachable node; see ``qdrant_connection``).
 The embedder a collection was built with lives in the collection's own metadata.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-import grpc
-import httpx
 from opentelemetry.trace import Span
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.conversions import common_types as types
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from groundwire.clients.errors import EmbedderMismatchError, VectorStoreUnavailableError
+from groundwire.clients.errors import SparseScopeUnavailableError, VectorStoreUnavailableError
 from groundwire.clients.models import (
     ChunkPoint,
     CollectionInfo,
@@ -31,61 +29,75 @@ from groundwire.clients.models import (
     StoredDocument,
 )
 from groundwire.clients.vector_store import payload as pl
+from groundwire.clients.vector_store import qdrant_collection as qc
 from groundwire.clients.vector_store import qdrant_requests as qr
-from groundwire.clients.vector_store.identity import qdrant_identity, unshared_qdrant_identity
-from groundwire.clients.vendor_log import VendorErrorLog
+from groundwire.clients.vector_store import qdrant_tenancy as qt
+from groundwire.clients.vector_store.identity import unshared_qdrant_identity
+from groundwire.clients.vector_store.qdrant_connection import (
+    NodeCall,
+    QdrantConnection,
+    QdrantNodes,
+)
 
 T = TypeVar("T")
-
-# What a remote failure looks like from qdrant-client: HTTP status errors, transport errors
-# (wrapped or raw), gRPC status errors, and our own deadline.
-_VENDOR_ERRORS: tuple[type[BaseException], ...] = (
-    UnexpectedResponse,
-    ResponseHandlingException,
-    httpx.HTTPError,
-    grpc.RpcError,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 class QdrantVectorStore:
     """A VectorStore on one Qdrant collection, every call scoped to the tenant.
 
     ``replication_factor`` and ``write_consistency_factor`` apply when the collection is
-    created; ``read_consistency`` to every search and scroll. ``hnsw=False`` (the default)
+    created and are applied to an existing one at start (drift Qdrant cannot fix by itself is
+    logged as a WARNING); ``read_consistency`` goes with every search, scroll and count,
+    ``write_ordering`` with every write. Sparse scores stay within the tenant's documents on
+    every server version (see :mod:`.qdrant_tenancy`); the server's version is checked and
+    logged at start. ``hnsw=False`` (the default)
     asks for exact search; ``hnsw=True`` uses the per-tenant HNSW graphs the collection is
     created with (``m=0, payload_m=16``, built by the server in the background). Every call
-    is bounded by ``timeout_s``. The store owns the client and closes it.
+    is bounded by its kind's timeout (``timeout_s`` for all of them when a bare client is
+    handed in). The store owns the client or connection and closes it.
     """
 
     def __init__(
         self,
-        client: AsyncQdrantClient,
+        client: AsyncQdrantClient | QdrantConnection,
         collection: str,
         *,
         timeout_s: float = 5.0,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         read_consistency: models.ReadConsistency | None = None,
+        write_ordering: models.WriteOrdering | None = None,
         hnsw: bool = False,
         hnsw_ef: int = 128,
         url: str | None = None,
     ) -> None:
-        """``url`` is where ``client`` points: it names the collection's entries in Redis.
-        Without it the store's identity is its own, shared with no other store."""
-        self._client = client
+        """``url`` is where a bare ``client`` points: it names the collection's entries in
+        Redis. Without it the store's identity is its own, shared with no other store. A
+        :class:`QdrantConnection` names itself (its write URLs)."""
+        if isinstance(client, QdrantConnection):
+            self._connection = client
+            self._identity = client.identity(collection)
+        else:
+            self._connection = QdrantConnection.of_client(client, url=url, timeout_s=timeout_s)
+            self._identity = (
+                self._connection.identity(collection)
+                if url
+                else unshared_qdrant_identity(collection)
+            )
+        # The home node's client: calls made on it directly run once, there (see _call).
+        self._client = self._connection.home
         self._collection = collection
-        self._vendor_log = VendorErrorLog("vector_store")
-        self._identity = (
-            qdrant_identity(url, collection) if url else unshared_qdrant_identity(collection)
-        )
-        self._timeout_s = timeout_s
         # Qdrant's own request timeout is whole seconds; ours (asyncio) is the exact bound.
-        self._server_timeout = max(1, math.ceil(timeout_s))
+        # Calls made on self._client directly (start-up administration) get the longest one;
+        # calls through _call(op, lambda client, timeout: ...) get what their attempt has left.
+        self._server_timeout = max(1, math.ceil(self._connection.nodes.timeouts.index_s))
         self._replication_factor = replication_factor
         self._write_consistency_factor = write_consistency_factor
         self._read_consistency = read_consistency
+        self._write_ordering = write_ordering
+        self._facts: qt.ServerFacts | None = None
+        self._scope = qt.SparseScope.CORPUS_FILTER
+        self._shards: qt.TenantShards | None = None
         self._hnsw = hnsw
         self._hnsw_ef = hnsw_ef
         self._info: CollectionInfo | None = None
@@ -93,35 +105,33 @@ class QdrantVectorStore:
     @classmethod
     def connect(
         cls,
-        url: str,
-        api_key: str | None,
+        nodes: QdrantNodes,
         collection: str,
-        timeout_s: float = 5.0,
         *,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         read_consistency: models.ReadConsistency | None = None,
+        write_ordering: models.WriteOrdering | None = None,
         hnsw: bool = False,
     ) -> QdrantVectorStore:
-        """A store on the Qdrant server at ``url``, over gRPC (the client's REST side is
-        only used for the calls gRPC lacks)."""
-        client = AsyncQdrantClient(
-            url=url, api_key=api_key, prefer_grpc=True, timeout=max(1, math.ceil(timeout_s))
-        )
+        """A store on the Qdrant deployment ``nodes`` names, over gRPC unless
+        ``nodes.prefer_grpc`` is false (the client's REST side serves the calls gRPC lacks)."""
         return cls(
-            client,
+            QdrantConnection(nodes),
             collection,
-            timeout_s=timeout_s,
             replication_factor=replication_factor,
             write_consistency_factor=write_consistency_factor,
             read_consistency=read_consistency,
+            write_ordering=write_ordering,
             hnsw=hnsw,
-            url=url,
         )
 
     @property
     def identity(self) -> str:
-        """``qdrant:<scheme>://<host>:<port>/<collection>``, the URL normalised."""
+        """``qdrant:<scheme>://<host>:<port>/<collection>``, the URL normalised; with several
+        write URLs, ``qdrant:<url>,<url>/<collection>`` with the URLs sorted, so replicas of a
+        deployment listing the same home nodes in any order share their Redis entries (they
+        must list the same nodes: a different list is another index to Redis)."""
         return self._identity
 
     async def ensure_collection(self, embedder_id: str, dimension: int) -> None:
@@ -130,27 +140,30 @@ class QdrantVectorStore:
         pl.check_collection_args(embedder_id, dimension)
         wanted = CollectionInfo(embedder_id=embedder_id, dimension=dimension)
         with self._span("ensure_collection", **{"groundwire.embedder_id": embedder_id}):
+            facts = await self._server_facts()
             if not await self._exists():
                 try:
-                    await self._create(wanted)
+                    await self._create(wanted, qt.choose_scope(facts, None))
                 except VectorStoreUnavailableError:
                     # Another replica may have created it meanwhile; then theirs is checked.
                     if not await self._exists():
                         raise
             described = await self._call(
-                "get_collection", self._client.get_collection(self._collection)
+                "get_collection", lambda client, _: client.get_collection(self._collection)
             )
-            self._check_collection(described, wanted)
-            for key, schema in self._indexes().items():
+            qc.check_collection(described, wanted, self._collection)
+            await self._adopt(facts, described)
+            for key, schema in qc.payload_indexes().items():
                 if key not in (described.payload_schema or {}):
+                    # _call runs the lambda before the loop moves on (so B023 does not apply).
                     await self._call(
                         "create_payload_index",
-                        self._client.create_payload_index(
+                        lambda client, timeout: client.create_payload_index(
                             self._collection,
-                            key,
-                            field_schema=schema,
+                            key,  # noqa: B023
+                            field_schema=schema,  # noqa: B023
                             wait=True,
-                            timeout=self._server_timeout,
+                            timeout=timeout,
                         ),
                     )
             self._info = wanted
@@ -159,7 +172,9 @@ class QdrantVectorStore:
         """Write the points in one request and wait until they are applied.
 
         The upsert is conditional on the tenant (``update_filter``): a point id that belongs
-        to another tenant is left untouched rather than taken over.
+        to another tenant is left untouched rather than taken over. With a shard per tenant
+        the write goes to the writer's own shard (created on its first write), so it cannot
+        reach another tenant's point at all.
         """
         scope = [pl.tenant_condition(tenant)]
         pl.check_points(points, self._require_info().dimension)
@@ -174,14 +189,18 @@ class QdrantVectorStore:
             for p in points
         ]
         with self._span("upsert", tenant, **{"groundwire.points": len(points)}):
+            if self._shards is not None:
+                await self._shards.ensure(tenant)
             await self._call(
                 "upsert",
-                self._client.upsert(
+                lambda client, timeout: client.upsert(
                     self._collection,
                     points=structs,
                     wait=True,
                     update_filter=qr.filter_of(scope),
-                    timeout=self._server_timeout,
+                    shard_key_selector=self._selector(tenant),
+                    ordering=self._write_ordering,
+                    timeout=timeout,
                 ),
             )
 
@@ -193,7 +212,7 @@ class QdrantVectorStore:
         if not doc_ids:
             return {}
         with self._span("stored_documents", tenant, **{"groundwire.documents": len(doc_ids)}):
-            return pl.stored_documents(await self._scroll_documents(scope, doc_ids))
+            return pl.stored_documents(await self._scroll_documents(tenant, scope, doc_ids))
 
     async def delete_points(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         """Delete the tenant's points among ``chunk_ids``; other tenants' ids match nothing."""
@@ -202,7 +221,7 @@ class QdrantVectorStore:
         if not chunk_ids:
             return
         with self._span("delete_points", tenant, **{"groundwire.points": len(chunk_ids)}):
-            await self._delete("delete_points", qr.filter_of(scope, chunk_ids))
+            await self._delete("delete_points", tenant, qr.filter_of(scope, chunk_ids))
 
     async def delete_documents(self, tenant: str, doc_ids: Sequence[str]) -> tuple[int, int]:
         """Delete every chunk of the tenant's ``doc_ids``; (documents, chunks) deleted.
@@ -214,11 +233,11 @@ class QdrantVectorStore:
         if not doc_ids:
             return 0, 0
         with self._span("delete_documents", tenant, **{"groundwire.documents": len(doc_ids)}):
-            found = pl.stored_documents(await self._scroll_documents(scope, doc_ids))
+            found = pl.stored_documents(await self._scroll_documents(tenant, scope, doc_ids))
             chunks = sum(len(d.chunk_ids) for d in found.values())
             if chunks:
                 doc_scope = [*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
-                await self._delete("delete_documents", qr.filter_of(doc_scope))
+                await self._delete("delete_documents", tenant, qr.filter_of(doc_scope))
             return len(found), chunks
 
     async def search(
@@ -235,15 +254,20 @@ class QdrantVectorStore:
         """The tenant's best ``limit`` chunks; hybrid fuses dense and sparse by RRF."""
         conditions = pl.search_conditions(tenant, filters)
         pl.check_search(mode, dense, sparse, limit, self._require_info().dimension)
+        if mode is not SearchMode.DENSE and self._scope is qt.SparseScope.UNSCOPED:
+            assert self._facts is not None  # set with the scope by ensure_collection
+            raise SparseScopeUnavailableError(qt.refusal(self._facts, self._collection))
         parts = qr.query_parts(
             conditions, mode, dense, sparse, limit, hnsw=self._hnsw, hnsw_ef=self._hnsw_ef
         )
         with self._span(
             "search", tenant, **{"groundwire.search_mode": mode.value, "groundwire.limit": limit}
         ) as span:
+            if await self._without_shard(tenant):
+                return []
             response = await self._call(
                 "search",
-                self._client.query_points(
+                lambda client, timeout: client.query_points(
                     self._collection,
                     query=parts.query,
                     using=parts.using,
@@ -254,7 +278,8 @@ class QdrantVectorStore:
                     with_payload=True,
                     score_threshold=min_score,  # for hybrid: on the fused score
                     consistency=self._read_consistency,
-                    timeout=self._server_timeout,
+                    shard_key_selector=self._selector(tenant),
+                    timeout=timeout,
                 ),
             )
             span.set_attribute("groundwire.hits", len(response.points))
@@ -267,13 +292,16 @@ class QdrantVectorStore:
         """The exact number of the tenant's points."""
         scope = [pl.tenant_condition(tenant)]
         with self._span("count", tenant):
+            if await self._without_shard(tenant):
+                return 0
             result = await self._call(
                 "count",
-                self._client.count(
+                lambda client, timeout: client.count(
                     self._collection,
                     count_filter=qr.filter_of(scope),
                     exact=True,
-                    timeout=self._server_timeout,
+                    shard_key_selector=self._selector(tenant),
+                    timeout=timeout,
                 ),
             )
         return result.count
@@ -281,7 +309,7 @@ class QdrantVectorStore:
     async def close(self) -> None:
         """Close the client (and its connections)."""
         with self._span("close"):
-            await self._call("close", self._client.close())
+            await self._connection.close()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -292,21 +320,12 @@ class QdrantVectorStore:
             op, backend="qdrant", collection=self._collection, tenant=tenant, **extra
         )
 
-    async def _call(self, op: str, call: Awaitable[T]) -> T:
-        """Await a client call within the timeout, mapping vendor failures to ours."""
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
-        except TimeoutError as exc:
-            ours = f"vector store unavailable: {op} timed out after {self._timeout_s} s"
-            self._vendor_log(op, f"collection {self._collection!r}: timed out", ours=ours)
-            raise VectorStoreUnavailableError(ours) from exc
-        except _VENDOR_ERRORS as exc:
-            # qdrant-client's text names the server's host:port and, over gRPC, carries
-            # debug_error_string: the log gets it, the caller gets our words.
-            ours = f"vector store unavailable: {op} failed"
-            self._vendor_log(op, f"collection {self._collection!r}: {_vendor_text(exc)}", ours=ours)
-            raise VectorStoreUnavailableError(ours) from exc
+    async def _call(self, op: str, call: NodeCall[T] | Awaitable[T]) -> T:
+        """Run a client call through the connection: ``call(client, timeout)`` goes to the
+        nodes ``op``'s policy names (``qdrant_connection.POLICIES``) and fails over on an
+        unreachable node; an awaitable made on ``self._client`` runs once, on the home node.
+        Vendor failures become VectorStoreUnavailableError with our words."""
+        return await self._connection.run(op, call)
 
     def _require_info(self) -> CollectionInfo:
         if self._info is None:
@@ -315,10 +334,47 @@ class QdrantVectorStore:
 
     async def _exists(self) -> bool:
         return await self._call(
-            "collection_exists", self._client.collection_exists(self._collection)
+            "collection_exists", lambda client, _: client.collection_exists(self._collection)
         )
 
-    async def _create(self, info: CollectionInfo) -> None:
+    async def _server_facts(self) -> qt.ServerFacts:
+        facts = await qt.server_facts(self._call)
+        qt.log.info(
+            "qdrant server",
+            extra={"collection": self._collection, "qdrant_version": facts.version},
+        )
+        self._facts = facts
+        return facts
+
+    async def _adopt(self, facts: qt.ServerFacts, described: models.CollectionInfo) -> None:
+        """Take on the collection as it is: its sparse scope and cluster settings."""
+        self._scope = qt.choose_scope(facts, described.config.params.sharding_method)
+        if self._scope is qt.SparseScope.TENANT_SHARDS:
+            self._shards = qt.TenantShards(
+                self._collection, self._call, replication_factor=self._replication_factor
+            )
+            await self._shards.load()
+        elif self._scope is qt.SparseScope.UNSCOPED:
+            qt.log.warning(qt.refusal(facts, self._collection))
+        await qt.reconcile_cluster_settings(
+            self._collection,
+            self._call,
+            described,
+            replication_factor=self._replication_factor,
+            write_consistency_factor=self._write_consistency_factor,
+        )
+
+    def _selector(self, tenant: str) -> str | None:
+        """The tenant's shard key, with a shard per tenant (callers made sure it exists)."""
+        return tenant if self._shards is not None else None
+
+    async def _without_shard(self, tenant: str) -> bool:
+        """With a shard per tenant: whether the tenant has none yet (it never wrote), so a
+        read has nothing to find; the server is asked until the shard exists, as another
+        replica may have created it."""
+        return self._shards is not None and not await self._shards.exists(tenant)
+
+    async def _create(self, info: CollectionInfo, scope: qt.SparseScope) -> None:
         vectors = (
             {
                 pl.DENSE_VECTOR: models.VectorParams(
@@ -330,7 +386,7 @@ class QdrantVectorStore:
         )
         await self._call(
             "create_collection",
-            self._client.create_collection(
+            lambda client, timeout: client.create_collection(
                 self._collection,
                 vectors_config=vectors,
                 sparse_vectors_config={
@@ -338,91 +394,59 @@ class QdrantVectorStore:
                 },
                 replication_factor=self._replication_factor,
                 write_consistency_factor=self._write_consistency_factor,
+                # A shard per tenant where the server cannot scope IDF otherwise (before 1.19):
+                # shard_number is then the number of shards per shard key.
+                sharding_method=(
+                    models.ShardingMethod.CUSTOM if scope is qt.SparseScope.TENANT_SHARDS else None
+                ),
+                shard_number=1 if scope is qt.SparseScope.TENANT_SHARDS else None,
                 # m=0 with payload_m: one graph per tenant and no global one, since every
                 # query carries a tenant filter (Qdrant's setup for is_tenant fields).
                 hnsw_config=models.HnswConfigDiff(m=0, payload_m=16),
                 metadata={pl.COLLECTION_METADATA_KEY: pl.collection_metadata(info)},
-                timeout=self._server_timeout,
+                timeout=timeout,
             ),
         )
 
-    @staticmethod
-    def _indexes() -> dict[str, models.PayloadSchemaType | models.KeywordIndexParams]:
-        return {
-            pl.TENANT_KEY: models.KeywordIndexParams(
-                type=models.KeywordIndexType.KEYWORD, is_tenant=True
-            ),
-            pl.DOC_ID_KEY: models.PayloadSchemaType.KEYWORD,
-        }
-
-    def _check_collection(self, described: models.CollectionInfo, wanted: CollectionInfo) -> None:
-        where = f"Qdrant collection {self._collection!r}"
-        metadata = described.config.metadata or {}
-        stored = pl.collection_info(metadata.get(pl.COLLECTION_METADATA_KEY))
-        if stored is None:
-            raise EmbedderMismatchError(
-                f"{where} carries no groundwire record of its embedder (metadata key "
-                f"{pl.COLLECTION_METADATA_KEY!r}); it was not created by groundwire. Point "
-                "GROUNDWIRE_QDRANT_COLLECTION at another collection, or delete this one."
-            )
-        remedy = "set GROUNDWIRE_QDRANT_COLLECTION to a new collection"
-        pl.check_embedder(stored, wanted.embedder_id, wanted.dimension, where=where, remedy=remedy)
-        params = described.config.params
-        dense = params.vectors.get(pl.DENSE_VECTOR) if isinstance(params.vectors, dict) else None
-        sparse = (params.sparse_vectors or {}).get(pl.SPARSE_VECTOR)
-        if (
-            (dense.size if dense else 0) != wanted.dimension
-            or (dense is not None and dense.distance != models.Distance.COSINE)
-            or sparse is None
-            or sparse.modifier != models.Modifier.IDF
-        ):
-            raise EmbedderMismatchError(
-                f"{where} records embedder {stored.embedder_id!r}, but its vectors are not the "
-                f"ones groundwire creates ({pl.DENSE_VECTOR!r}: cosine, size {wanted.dimension}; "
-                f"{pl.SPARSE_VECTOR!r}: IDF); found {dense} and {sparse}. {remedy.capitalize()} "
-                "and ingest the documents again."
-            )
-
     async def _scroll_documents(
-        self, scope: list[pl.Condition], doc_ids: Sequence[str]
+        self, tenant: str, scope: list[pl.Condition], doc_ids: Sequence[str]
     ) -> list[tuple[object, dict[str, object] | None]]:
+        if await self._without_shard(tenant):
+            return []
+        selector = self._selector(tenant)
         request_filter = qr.filter_of([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
         found: list[tuple[object, dict[str, object] | None]] = []
         offset: types.PointId | None = None
         while True:
+            # _call runs the lambda before offset moves on (so B023 does not apply).
             page, offset = await self._call(
                 "scroll",
-                self._client.scroll(
+                lambda client, timeout: client.scroll(
                     self._collection,
                     scroll_filter=request_filter,
                     limit=pl.SCROLL_PAGE,
-                    offset=offset,
+                    offset=offset,  # noqa: B023
                     with_payload=list(pl.STORED_DOCUMENT_FIELDS),
                     consistency=self._read_consistency,
-                    timeout=self._server_timeout,
+                    shard_key_selector=selector,
+                    timeout=timeout,
                 ),
             )
             found.extend((record.id, record.payload) for record in page)
             if offset is None:
                 return found
 
-    async def _delete(self, op: str, selector: models.Filter) -> None:
+    async def _delete(self, op: str, tenant: str, selector: models.Filter) -> None:
+        if await self._without_shard(tenant):
+            return
         await self._call(
             op,
-            self._client.delete(
+            lambda client, timeout: client.delete(
                 self._collection,
                 points_selector=models.FilterSelector(filter=selector),
+                shard_key_selector=self._selector(tenant),
                 wait=True,
-                timeout=self._server_timeout,
+                ordering=self._write_ordering,
+                timeout=timeout,
             ),
         )
-
-
-def _vendor_text(exc: BaseException) -> str:
-    """The vendor's description of ``exc`` for the log (gRPC errors keep theirs apart)."""
-    if isinstance(exc, grpc.RpcError):
-        code = getattr(exc, "code", None)
-        details = getattr(exc, "details", None)
-        if callable(code) and callable(details):
-            return f"{type(exc).__name__} {code()}: {details()}"
-    return f"{type(exc).__name__}: {exc}"
