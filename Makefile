@@ -11,13 +11,19 @@ BUF := node_modules/.bin/buf
 TOOLS := $(CURDIR)/.tools/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# kustomize renders the Kubernetes overlays (v5.8.2 and later need Go 1.27).
+KUSTOMIZE_VERSION := v5.8.1
+# The manifests are validated against the oldest Kubernetes they claim (1.30: the preStop
+# sleep action) and the newest whose schemas kubernetes-validate carries.
+KUBERNETES_VERSIONS := 1.30.0 1.37.0
 TS_SDK := sdks/typescript
 GO_SDK := sdks/go
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check lint format generate check-generated breaking redis-server clean bench eval eval-gate sdk-deps
+.PHONY: run test check lint format generate check-generated breaking redis-server clean bench eval eval-gate sdk-deps \
+	deploy-check
 
 ## run: serve on embedded defaults (Qdrant Edge in ./data, local MiniLM, Redis when present)
 run: $(VENV)/.installed
@@ -28,8 +34,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed redis-server sdk-deps
 	$(PY) -m pytest -q
 
-## check: every static check CI runs (buf lint/format/breaking, drift, ruff, mypy strict)
-check: lint check-generated breaking
+## check: every static check CI runs (buf lint/format/breaking, drift, ruff, mypy strict,
+## the deployment files)
+check: lint check-generated breaking deploy-check
 
 # requirements.lock pins every package (torch included), so nothing pulls in a second torch.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -72,6 +79,17 @@ sdk-deps: $(TS_SDK)/node_modules/.installed
 $(TS_SDK)/node_modules/.installed: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
 	cd $(TS_SDK) && npm install --no-audit --no-fund --loglevel=error
 	@touch $@
+
+## deploy-check: render the Kubernetes overlays and validate every object against the
+## Kubernetes OpenAPI schemas, lint the Dockerfile, validate compose.yaml: all offline
+deploy-check: $(VENV)/.installed $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION)
+	scripts/deploy_check.sh $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION) "$(KUBERNETES_VERSIONS)"
+
+# kustomize at its pinned version, named by it (a new pin installs beside the old one).
+$(TOOLS)/kustomize-$(KUSTOMIZE_VERSION):
+	gobin=$$(mktemp -d) && \
+	  GOBIN=$$gobin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && \
+	  mkdir -p $(TOOLS) && mv $$gobin/kustomize $@ && rmdir $$gobin
 
 # protoc-gen-go and protoc-gen-go-grpc at pinned versions, in .tools/bin.
 $(TOOLS)/.installed: Makefile
@@ -123,5 +141,5 @@ bench: $(VENV)/.installed redis-server
 	$(VENV)/bin/groundwire bench --dataset $(SCIFACT)
 
 clean:
-	rm -rf $(VENV) node_modules data results .pytest_cache .mypy_cache .ruff_cache .tools \
+	rm -rf $(VENV) node_modules data results .pytest_cache .mypy_cache .ruff_cache .tools .hypothesis \
 	  $(TS_SDK)/node_modules $(TS_SDK)/dist

@@ -254,6 +254,8 @@ class _Call:
         self.reason: str | None = None
         self.tenant: str | None = None
         self.started = time.perf_counter()
+        # The gRPC service counted in metrics.INFLIGHT_CALLS once admitted; None until then.
+        self.inflight: str | None = None
         # Tagged here, not in admit(): a malformed request never gets that far.
         trace.get_current_span().set_attribute(
             CORRELATION_ATTRIBUTE, current_correlation_id() or ""
@@ -268,6 +270,9 @@ class _Call:
         self.tenant = self.interceptor.authenticator.tenant_for(self.metadata)
         trace.get_current_span().set_attribute("groundwire.tenant", self.tenant)
         set_tenant(self.tenant)
+        # Counted from here (health and reflection never are: they say nothing about load).
+        self.inflight = self.method.strip("/").partition("/")[0]
+        metrics.INFLIGHT_CALLS.labels(self.inflight).inc()
 
     async def charge_request(self) -> None:
         """Count the call against the tenant's requests per minute (QuotaExceededError when
@@ -305,6 +310,8 @@ class _Call:
         """Write the access log line and metrics, close the span's status; restore the tenant
         context."""
         latency = time.perf_counter() - self.started
+        if self.inflight is not None:
+            metrics.INFLIGHT_CALLS.labels(self.inflight).dec()
         code_name = self.code.name
         if span is not None:
             span.set_attribute("rpc.grpc.status_code", self.code.value[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RPC_REQUESTS = Counter(
     "groundwire_rpc_requests_total", "Finished RPCs by method and status code.", ["method", "code"]
@@ -18,6 +18,14 @@ RETRIEVAL_STAGE = Histogram(
     "Time per retrieval stage.",
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+# Calls admitted (authenticated, not refused while draining) and not yet finished, per gRPC
+# service: a Generate stream counts for its whole life. The autoscaling signal of the
+# Kubernetes HPA (deploy/kubernetes), read per pod through the custom metrics API. The label
+# is not `service`: Prometheus Operator gives every scraped series a `service` target label
+# (the Kubernetes Service), which would rename ours to `exported_service`.
+INFLIGHT_CALLS = Gauge(
+    "groundwire_inflight_calls", "Calls being handled now, by gRPC service.", ["grpc_service"]
 )
 INGESTED_DOCUMENTS = Counter(
     "groundwire_ingested_documents_total", "Ingested documents by outcome.", ["outcome"]
