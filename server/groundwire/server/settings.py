@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(10.0, gt=0, description="Keepalive ping ack timeout.")
     min_client_ping_interval_s: float = Field(10.0, gt=0)
     max_concurrent_rpcs: int | None = Field(None, ge=1, description="None: unbounded.")
+    # Past this age (gRPC adds +-10% jitter) a connection gets GOAWAY: its calls in flight go
+    # on for up to the grace below, and the client reconnects, re-resolving DNS. Clients that
+    # balance over a headless Service thus reach the replicas an autoscaler added. 0: a
+    # connection lives until either side closes it.
+    max_connection_age_s: float = Field(300.0, ge=0)
+    max_connection_age_grace_s: float = Field(600.0, ge=0, description="For calls in flight.")
 
     # --- authentication ---
     auth_mode: AuthMode = AuthMode.OFF
@@ -102,12 +108,30 @@ class Settings(BaseSettings):
     vector_store: VectorStoreKind = VectorStoreKind.EDGE
     data_dir: Path = Path("data")
     edge_hnsw: bool = False
+    # One URL or a comma-separated list: the home nodes writes go to (peers of one cluster).
     qdrant_url: str | None = None
+    # Comma-separated, nearest first: searches go there, then home. Reads may lag writes by
+    # the replication delay between regions.
+    qdrant_read_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    qdrant_grpc_port: int = Field(6334, ge=1, le=65535, description="Every node's gRPC port.")
+    qdrant_prefer_grpc: bool = Field(True, description="False: REST only.")
     qdrant_api_key: str | None = None
     qdrant_collection: str = "groundwire"
-    qdrant_timeout_s: float = Field(5.0, gt=0)
+    # The default of the three timeouts below when they are unset (5 s, 15 s, 60 s otherwise).
+    qdrant_timeout_s: float | None = Field(None, gt=0)
+    qdrant_search_timeout_s: float | None = Field(None, gt=0)
+    qdrant_write_timeout_s: float | None = Field(None, gt=0)
+    qdrant_index_timeout_s: float | None = Field(None, gt=0, description="Collections, indexes.")
+    # Attempts on other nodes after an unreachable one, within the call's timeout.
+    qdrant_retries: int = Field(2, ge=0, le=10)
     qdrant_replication_factor: int | None = Field(None, ge=1)
     qdrant_write_consistency_factor: int | None = Field(None, ge=1)
+    # Replicas that must answer a search, scroll or count (Qdrant's read_consistency):
+    # all, majority, quorum or a number; unset: Qdrant's default (1, the fastest replica).
+    qdrant_read_consistency: str | None = Field(None, pattern=r"^(all|majority|quorum|[1-9]\d*)$")
+    # Ordering of writes across replicas (Qdrant's write ordering): weak, medium or strong;
+    # unset: Qdrant's default (weak).
+    qdrant_write_ordering: str | None = Field(None, pattern=r"^(weak|medium|strong)$")
     # A Qdrant server builds its HNSW index in the background; exact search is for debugging.
     qdrant_hnsw: bool = True
 
@@ -247,6 +271,35 @@ class Settings(BaseSettings):
                 raise ValueError(f"tenant {tenant!r}: {where}: {error['msg']}") from None
         return checked
 
+    @field_validator("qdrant_url")
+    @classmethod
+    def _qdrant_urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return ",".join(_qdrant_url_list(value))
+
+    @field_validator("qdrant_read_urls", mode="before")
+    @classmethod
+    def _qdrant_read_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _qdrant_url_list(value) if value.strip() else ()
+        return value
+
+    @property
+    def qdrant_urls(self) -> tuple[str, ...]:
+        """The home (write) nodes ``GROUNDWIRE_QDRANT_URL`` lists."""
+        return _qdrant_url_list(self.qdrant_url) if self.qdrant_url else ()
+
+    @property
+    def qdrant_timeouts(self) -> tuple[float, float, float]:
+        """Search, write and index timeouts, in seconds."""
+        default = self.qdrant_timeout_s
+        return (
+            self.qdrant_search_timeout_s or default or 5.0,
+            self.qdrant_write_timeout_s or default or 15.0,
+            self.qdrant_index_timeout_s or default or 60.0,
+        )
+
     @field_validator("listen")
     @classmethod
     def _listen_has_port(cls, value: str) -> str:
@@ -285,6 +338,19 @@ class Settings(BaseSettings):
         if self.traces is TracesExporter.OTLP and not self.otlp_endpoint:
             raise ValueError("GROUNDWIRE_OTLP_ENDPOINT is required when GROUNDWIRE_TRACES=otlp")
         return self
+
+
+def _qdrant_url_list(value: str) -> tuple[str, ...]:
+    """A comma-separated list of Qdrant node URLs (``http(s)://host[:port]`` or bare
+    ``host[:port]``, as qdrant-client reads them), each checked."""
+    urls = tuple(part.strip() for part in value.split(","))
+    for url in urls:
+        scheme, sep, rest = url.rpartition("://")
+        if not url or (sep and scheme not in ("http", "https")) or not rest.split("/")[0]:
+            raise ValueError(
+                f"{url!r} is not a node URL: give http(s)://host[:port], comma-separated"
+            )
+    return urls
 
 
 def environment_secret(name: str) -> str | None:
