@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -21,11 +20,12 @@ from qdrant_client import AsyncQdrantClient
 
 from groundwire.clients.vector_store import QdrantVectorStore
 from groundwire.server.scripted_llm import Script, ScriptedLLM
-from groundwire.v1 import capabilities_pb2, documents_pb2, retrieval_pb2
+from groundwire.v1 import documents_pb2, retrieval_pb2
 from tests.redis_server import RedisServer
 from tests.rpc.conftest import KEY_A, KEY_B, Running, ServerFactory, auth
 from tests.rpc.errors import details
 from tests.rpc.generation import collect, passages_request, read_deltas
+from tests.rpc.quotas import quotas_of, start_well_inside_a_minute
 
 SPARSE = {"dense": None, "embedder": "none"}
 
@@ -38,11 +38,8 @@ def embedder() -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_minute() -> None:
-    """Start each test well inside a minute: the per-minute windows are the wall clock's, and
-    a test that straddled a minute's end would see its budget refill halfway."""
-    left = 60 - time.time() % 60
-    if left < 10:
-        time.sleep(left + 0.05)
+    """Start each test well inside a minute (see :func:`start_well_inside_a_minute`)."""
+    start_well_inside_a_minute()
 
 
 @pytest.fixture
@@ -68,13 +65,6 @@ def quota_failure(error: grpc.aio.AioRpcError) -> tuple[list[str], float]:
             detail.Unpack(retry)
             delay = retry.retry_delay.ToMilliseconds() / 1000
     return subjects, delay
-
-
-async def quotas_of(running: Running, key: str = KEY_A) -> dict[str, capabilities_pb2.Quota]:
-    response = await running.capabilities.GetCapabilities(
-        capabilities_pb2.GetCapabilitiesRequest(), metadata=auth(key)
-    )
-    return {q.name: q for q in response.quotas}
 
 
 async def retrieve(running: Running, key: str = KEY_A) -> retrieval_pb2.RetrieveResponse:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +30,12 @@ from qdrant_client import AsyncQdrantClient
 
 from groundwire.clients.vector_store import QdrantVectorStore
 from groundwire.server.scripted_llm import ScriptedLLM
-from groundwire.v1 import capabilities_pb2, documents_pb2, generation_pb2, retrieval_pb2
+from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.redis_cluster import RedisClusterNodes
 from tests.rpc.conftest import KEY_A, KEY_B, Running, ServerFactory, auth
 from tests.rpc.corpus import corpus
 from tests.rpc.generation import Stream, collect
+from tests.rpc.quotas import quotas_of, start_well_inside_a_minute
 
 log = logging.getLogger("tests.redis_cluster")
 
@@ -146,21 +146,6 @@ async def test_both_caches_hit_on_the_cluster_and_ingest_still_orphans_a_tenants
     assert redis_cluster.owner(*slots["tenant-a"]) != redis_cluster.owner(*slots["tenant-c"])
     kinds = {key.removeprefix(f"{namespace}:").split(":", 1)[0] for key in keys}
     assert kinds == {"idxver", "ret", "ans"}
-
-
-def start_well_inside_a_minute() -> None:
-    """The per-minute quota windows are the wall clock's: a test that straddled a minute's end
-    would see its budget refill halfway."""
-    left = 60 - time.time() % 60
-    if left < 10:
-        time.sleep(left + 0.05)
-
-
-async def quotas_of(running: Running, key: str = KEY_A) -> dict[str, capabilities_pb2.Quota]:
-    response = await running.capabilities.GetCapabilities(
-        capabilities_pb2.GetCapabilitiesRequest(), metadata=auth(key)
-    )
-    return {q.name: q for q in response.quotas}
 
 
 @pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
