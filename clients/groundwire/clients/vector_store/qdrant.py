@@ -9,8 +9,7 @@ The embedder a collection was built with lives in the collection's own metadata.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
@@ -84,13 +83,7 @@ class QdrantVectorStore:
                 if url
                 else unshared_qdrant_identity(collection)
             )
-        # The home node's client: calls made on it directly run once, there (see _call).
-        self._client = self._connection.home
         self._collection = collection
-        # Qdrant's own request timeout is whole seconds; ours (asyncio) is the exact bound.
-        # Calls made on self._client directly (start-up administration) get the longest one;
-        # calls through _call(op, lambda client, timeout: ...) get what their attempt has left.
-        self._server_timeout = max(1, math.ceil(self._connection.nodes.timeouts.index_s))
         self._replication_factor = replication_factor
         self._write_consistency_factor = write_consistency_factor
         self._read_consistency = read_consistency
@@ -320,11 +313,11 @@ class QdrantVectorStore:
             op, backend="qdrant", collection=self._collection, tenant=tenant, **extra
         )
 
-    async def _call(self, op: str, call: NodeCall[T] | Awaitable[T]) -> T:
+    async def _call(self, op: str, call: NodeCall[T]) -> T:
         """Run a client call through the connection: ``call(client, timeout)`` goes to the
         nodes ``op``'s policy names (``qdrant_connection.POLICIES``) and fails over on an
-        unreachable node; an awaitable made on ``self._client`` runs once, on the home node.
-        Vendor failures become VectorStoreUnavailableError with our words."""
+        unreachable node, with the seconds its attempt has left. Vendor failures become
+        VectorStoreUnavailableError with our words."""
         return await self._connection.run(op, call)
 
     def _require_info(self) -> CollectionInfo:
