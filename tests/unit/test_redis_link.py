@@ -93,6 +93,13 @@ async def attempt(link: RedisLink, calls: Calls) -> RedisUnavailable | None:
     return None
 
 
+async def freeze_and_trip(link: RedisLink, server: RedisServer, calls: Calls) -> None:
+    """Freeze Redis and time out as many operations as open the breaker."""
+    freeze(server)
+    for _ in range(THRESHOLD):
+        await attempt(link, calls)
+
+
 async def test_consecutive_timeouts_open_the_breaker_and_later_calls_skip_redis(
     link: RedisLink, private_redis: RedisServer
 ) -> None:
@@ -123,9 +130,7 @@ async def test_a_background_probe_reopens_while_frozen_and_closes_after_recovery
     link: RedisLink, private_redis: RedisServer, clock: Clock
 ) -> None:
     calls = Calls()
-    freeze(private_redis)
-    for _ in range(THRESHOLD):
-        await attempt(link, calls)
+    await freeze_and_trip(link, private_redis, calls)
     assert link.breaker.state is BreakerState.OPEN
     probes_failed = metric("groundwire_redis_probes_total", result="failed")
     probes_ok = metric("groundwire_redis_probes_total", result="ok")
@@ -219,9 +224,7 @@ async def test_close_cancels_a_probe_in_flight(
     link: RedisLink, private_redis: RedisServer, clock: Clock
 ) -> None:
     calls = Calls()
-    freeze(private_redis)
-    for _ in range(THRESHOLD):
-        await attempt(link, calls)
+    await freeze_and_trip(link, private_redis, calls)
     clock.now += RESET_S
     await attempt(link, calls)  # starts the probe, which hangs on the frozen Redis
     await link.close()
