@@ -21,7 +21,12 @@ from groundwire.v1 import generation_pb2, retrieval_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
-OVERLAYS = ("embedded", "scaled")
+# Each overlay's pods; the scaled overlay renders the base twice, one Deployment per role.
+OVERLAYS = ("embedded", "scaled/retrieval", "scaled/generation")
+ROLE_SERVICES = {
+    "scaled/retrieval": retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,
+    "scaled/generation": generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
+}
 # What the scaled overlay leaves to the groundwire-secrets Secret, stood in for here.
 SECRETS = {"GROUNDWIRE_API_KEYS": '{"tenant-a": "a-key-of-at-least-16-chars"}'}
 SERVICES = {
@@ -53,7 +58,8 @@ def literals(kustomization: Path) -> dict[str, str]:
 
 
 def overlay_config(name: str) -> dict[str, str]:
-    """The environment an overlay's pods get from the ConfigMap (base merged with overlay)."""
+    """The environment an overlay's pods get from the ConfigMap (base merged with overlay;
+    ``scaled/<role>`` for one role of the scaled overlay)."""
     return literals(KUBERNETES / "base" / "kustomization.yaml") | literals(
         KUBERNETES / "overlays" / name / "kustomization.yaml"
     )
@@ -107,15 +113,43 @@ def test_each_overlay_sets_known_settings_that_validate(
     overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     environment = overlay_config(overlay)
-    settings = validated(environment | (SECRETS if overlay == "scaled" else {}), monkeypatch)
+    scaled = overlay.startswith("scaled/")
+    settings = validated(environment | (SECRETS if scaled else {}), monkeypatch)
     assert settings.listen.startswith("0.0.0.0:")  # reachable from outside the pod
     if overlay == "embedded":
         assert (settings.vector_store, settings.embedder) == ("edge", "local")
-    else:
+        assert settings.serves_retrieval and settings.serves_generation
+    elif overlay == "scaled/retrieval":
+        assert settings.services == {"retrieval"}
         assert (settings.vector_store, settings.embedder) == ("qdrant", "openai")
-        assert settings.redis_url
         # Every peer listed: the loss of one is not the loss of the store.
         assert settings.qdrant_url is not None and len(settings.qdrant_url.split(",")) == 3
+    else:
+        assert settings.services == {"generation"}
+        # The retrieval Deployment's headless Service, on its gRPC port.
+        retrieval = overlay_config("scaled/retrieval")
+        (headless,) = [
+            s
+            for s in load(KUBERNETES / "base" / "services.yaml")
+            if s["spec"].get("clusterIP") == "None"
+        ]
+        namespace = one(KUBERNETES / "base" / "kustomization.yaml", "Kustomization")["namespace"]
+        host = f"{headless['metadata']['name']}-retrieval.{namespace}.svc.cluster.local"
+        assert settings.retrieval_url == f"{host}:{port(retrieval['GROUNDWIRE_LISTEN'])}"
+    if scaled:
+        assert settings.redis_url
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_match_the_pods_cpu_request(overlay: str) -> None:
+    """The default worker count is the usable cores, which is the node's when a pod has no
+    CPU limit: each overlay sets it to its pods' CPU request instead."""
+    request = container()["resources"]["requests"]["cpu"]
+    patch = KUBERNETES / "overlays" / overlay / "deployment-patch.yaml"
+    if patch.exists():
+        (patched,) = load(patch)[0]["spec"]["template"]["spec"]["containers"]
+        request = patched.get("resources", {}).get("requests", {}).get("cpu", request)
+    assert int(overlay_config(overlay)["GROUNDWIRE_WORKERS"]) == int(request)
 
 
 @pytest.mark.parametrize("target", ["local", "remote"])
@@ -137,7 +171,7 @@ def test_each_image_with_compose_sets_known_settings_that_validate(
 
 
 def test_ports_and_probes_agree_with_the_server() -> None:
-    config = overlay_config("scaled")
+    config = overlay_config("scaled/retrieval")
     ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
     assert ports == {
         "grpc": port(config["GROUNDWIRE_LISTEN"]),
@@ -145,8 +179,9 @@ def test_ports_and_probes_agree_with_the_server() -> None:
     }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container()[probe]["grpc"]["port"] == ports["grpc"], probe
-    # Readiness names a service the server reports (NOT_SERVING once it drains).
-    assert container()["readinessProbe"]["grpc"]["service"] in SERVICES
+    # Readiness asks for the whole server (NOT_SERVING once it drains), whatever services
+    # GROUNDWIRE_SERVICES picks: a generation-only pod reports no RetrievalService.
+    assert "service" not in container()["readinessProbe"]["grpc"]
     exposed = re.findall(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), flags=re.M)
     assert {int(p) for p in " ".join(exposed).split()} == set(ports.values())
     for service in load(KUBERNETES / "base" / "services.yaml"):
@@ -155,7 +190,7 @@ def test_ports_and_probes_agree_with_the_server() -> None:
 
 
 def test_a_pod_is_killed_only_after_its_streams_drain() -> None:
-    grace = float(overlay_config("scaled")["GROUNDWIRE_GRACE_PERIOD_S"])
+    grace = float(overlay_config("scaled/generation")["GROUNDWIRE_GRACE_PERIOD_S"])
     pod = deployment()["spec"]["template"]["spec"]
     pause = container()["lifecycle"]["preStop"]["sleep"]["seconds"]
     # The kubelet counts the preStop pause inside the termination grace period.
@@ -178,7 +213,7 @@ def test_pods_run_as_the_images_non_root_user_on_a_read_only_root() -> None:
     assert container()["securityContext"]["readOnlyRootFilesystem"] is True
     # The only writable places: the data directory and /tmp.
     mounts = {m["mountPath"] for m in container()["volumeMounts"]}
-    assert mounts == {overlay_config("scaled")["GROUNDWIRE_DATA_DIR"], "/tmp"}
+    assert mounts == {overlay_config("scaled/retrieval")["GROUNDWIRE_DATA_DIR"], "/tmp"}
 
 
 def test_selectors_select_the_deployments_pods() -> None:
@@ -197,10 +232,10 @@ def test_selectors_select_the_deployments_pods() -> None:
     assert headless["spec"]["ports"][0]["name"] == "grpc"
 
 
-def test_the_autoscaler_reads_the_gauge_the_server_exports() -> None:
+@pytest.mark.parametrize("role", ["scaled/retrieval", "scaled/generation"])
+def test_each_roles_autoscaler_reads_the_gauge_the_server_exports(role: str) -> None:
     hpa = one(
-        KUBERNETES / "overlays" / "scaled" / "horizontalpodautoscaler.yaml",
-        "HorizontalPodAutoscaler",
+        KUBERNETES / "overlays" / role / "horizontalpodautoscaler.yaml", "HorizontalPodAutoscaler"
     )
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment()["metadata"]["name"]
     (pods,) = [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
@@ -208,7 +243,7 @@ def test_the_autoscaler_reads_the_gauge_the_server_exports() -> None:
     assert pods["metric"]["name"] == gauge.name
     selector = pods["metric"]["selector"]["matchLabels"]
     metrics.INFLIGHT_CALLS.labels(**selector)  # ValueError unless these are its label names
-    assert set(selector.values()) <= SERVICES
+    assert selector["grpc_service"] == ROLE_SERVICES[role]
     assert "cpu" in [m["resource"]["name"] for m in hpa["spec"]["metrics"] if "resource" in m]
     adapter = one(KUBERNETES / "examples" / "prometheus-adapter-config.yaml", "ConfigMap")
     (rule,) = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
