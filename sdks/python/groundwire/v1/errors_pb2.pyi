@@ -81,6 +81,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     the quota and a `google.rpc.RetryInfo` detail says when it refills. Retrying on another
     replica does not help when quotas are shared through Redis.
     """
+    ERROR_REASON_OVERLOADED: _ErrorReason.ValueType  # 17
+    """This server process is overloaded (gRPC RESOURCE_EXHAUSTED): it already had as many
+    calls in flight as it serves well and refused this one on arrival, before any work, or
+    a timeout fired while this process itself fell behind (not a failure of a model or a
+    store). Retry on another replica after the delay of the `google.rpc.RetryInfo` detail;
+    refusals that persist mean the deployment needs more replicas.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason carried in the `google.rpc.ErrorInfo`
@@ -148,5 +155,12 @@ ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 16
 or spend per day (gRPC RESOURCE_EXHAUSTED). A `google.rpc.QuotaFailure` detail names
 the quota and a `google.rpc.RetryInfo` detail says when it refills. Retrying on another
 replica does not help when quotas are shared through Redis.
+"""
+ERROR_REASON_OVERLOADED: ErrorReason.ValueType  # 17
+"""This server process is overloaded (gRPC RESOURCE_EXHAUSTED): it already had as many
+calls in flight as it serves well and refused this one on arrival, before any work, or
+a timeout fired while this process itself fell behind (not a failure of a model or a
+store). Retry on another replica after the delay of the `google.rpc.RetryInfo` detail;
+refusals that persist mean the deployment needs more replicas.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -77,6 +77,12 @@ const (
 	// the quota and a `google.rpc.RetryInfo` detail says when it refills. Retrying on another
 	// replica does not help when quotas are shared through Redis.
 	ErrorReason_ERROR_REASON_QUOTA_EXCEEDED ErrorReason = 16
+	// This server process is overloaded (gRPC RESOURCE_EXHAUSTED): it already had as many
+	// calls in flight as it serves well and refused this one on arrival, before any work, or
+	// a timeout fired while this process itself fell behind (not a failure of a model or a
+	// store). Retry on another replica after the delay of the `google.rpc.RetryInfo` detail;
+	// refusals that persist mean the deployment needs more replicas.
+	ErrorReason_ERROR_REASON_OVERLOADED ErrorReason = 17
 )
 
 // Enum value maps for ErrorReason.
@@ -99,6 +105,7 @@ var (
 		14: "ERROR_REASON_TOO_LARGE",
 		15: "ERROR_REASON_MALFORMED_REQUEST",
 		16: "ERROR_REASON_QUOTA_EXCEEDED",
+		17: "ERROR_REASON_OVERLOADED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -118,6 +125,7 @@ var (
 		"ERROR_REASON_TOO_LARGE":                14,
 		"ERROR_REASON_MALFORMED_REQUEST":        15,
 		"ERROR_REASON_QUOTA_EXCEEDED":           16,
+		"ERROR_REASON_OVERLOADED":               17,
 	}
 )
 
@@ -152,7 +160,7 @@ var File_groundwire_v1_errors_proto protoreflect.FileDescriptor
 
 const file_groundwire_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1agroundwire/v1/errors.proto\x12\rgroundwire.v1*\xd0\x04\n" +
+	"\x1agroundwire/v1/errors.proto\x12\rgroundwire.v1*\xed\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_FIELD\x10\x01\x12$\n" +
@@ -171,7 +179,8 @@ const file_groundwire_v1_errors_proto_rawDesc = "" +
 	"\x15ERROR_REASON_INTERNAL\x10\r\x12\x1a\n" +
 	"\x16ERROR_REASON_TOO_LARGE\x10\x0e\x12\"\n" +
 	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x0f\x12\x1f\n" +
-	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10\x10B\xbe\x01\n" +
+	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10\x10\x12\x1b\n" +
+	"\x17ERROR_REASON_OVERLOADED\x10\x11B\xbe\x01\n" +
 	"\x11com.groundwire.v1B\vErrorsProtoP\x01ZGgithub.com/groundwire/groundwire/sdks/go/gen/groundwire/v1;groundwirev1\xa2\x02\x03GXX\xaa\x02\rGroundwire.V1\xca\x02\rGroundwire\\V1\xe2\x02\x19Groundwire\\V1\\GPBMetadata\xea\x02\x0eGroundwire::V1b\x06proto3"
 
 var (
