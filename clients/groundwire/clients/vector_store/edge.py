@@ -49,6 +49,7 @@ from groundwire.clients.vector_store import edge_recovery as recovery
 from groundwire.clients.vector_store import edge_requests as er
 from groundwire.clients.vector_store import payload as pl
 from groundwire.clients.vector_store.identity import edge_shard_id
+from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset, edge_page
 from groundwire.clients.vendor_log import VendorErrorLog
 
 LOCK_FILE = "groundwire.lock"
@@ -295,6 +296,14 @@ class EdgeVectorStore:
             shard = self._require_shard()
             with _edge_errors("count"):
                 return shard.count(edge.CountRequest(exact=True, filter=er.filter_of(scope)))
+
+    async def scan(
+        self, offset: ScanOffset | None, limit: int, *, full: bool
+    ) -> tuple[list[ScannedChunk], ScanOffset | None]:
+        """One page of every tenant's chunks (for a reindex only: see ``scan``)."""
+        shard = self._require_shard()
+        with _edge_errors("scan"):
+            return edge_page(shard, offset, limit, full=full)
 
     async def optimize(self) -> bool:
         """Run Edge's optimizers: vacuum deleted points, merge segments and, with

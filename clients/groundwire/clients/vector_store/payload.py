@@ -213,7 +213,8 @@ def check_embedder(
         f"configured one is {describe(embedder_id, dimension)}. Vectors of different "
         f"embedders cannot be compared: configure "
         f"{describe(stored.embedder_id, stored.dimension)} again, or {remedy} and ingest the "
-        "documents again."
+        "documents again. After `groundwire reindex switch`, start with the new embedder's "
+        "configuration, or `groundwire reindex rollback`."
     )
 
 

@@ -28,6 +28,7 @@ from groundwire.clients.models import (
     StoredDocument,
 )
 from groundwire.clients.vector_store import payload as pl
+from groundwire.clients.vector_store import qdrant_alias as qa
 from groundwire.clients.vector_store import qdrant_collection as qc
 from groundwire.clients.vector_store import qdrant_requests as qr
 from groundwire.clients.vector_store import qdrant_tenancy as qt
@@ -37,6 +38,7 @@ from groundwire.clients.vector_store.qdrant_connection import (
     QdrantConnection,
     QdrantNodes,
 )
+from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset, qdrant_page
 
 T = TypeVar("T")
 
@@ -75,15 +77,13 @@ class QdrantVectorStore:
         :class:`QdrantConnection` names itself (its write URLs)."""
         if isinstance(client, QdrantConnection):
             self._connection = client
-            self._identity = client.identity(collection)
         else:
             self._connection = QdrantConnection.of_client(client, url=url, timeout_s=timeout_s)
-            self._identity = (
-                self._connection.identity(collection)
-                if url
-                else unshared_qdrant_identity(collection)
-            )
+        self._named = isinstance(client, QdrantConnection) or bool(url)
+        self._identity = self._identity_of(collection)
         self._collection = collection
+        # The alias to create over the collection once it exists (set by pin()).
+        self._alias_to_create: str | None = None
         self._replication_factor = replication_factor
         self._write_consistency_factor = write_consistency_factor
         self._read_consistency = read_consistency
@@ -124,8 +124,35 @@ class QdrantVectorStore:
         """``qdrant:<scheme>://<host>:<port>/<collection>``, the URL normalised; with several
         write URLs, ``qdrant:<url>,<url>/<collection>`` with the URLs sorted, so replicas of a
         deployment listing the same home nodes in any order share their Redis entries (they
-        must list the same nodes: a different list is another index to Redis)."""
+        must list the same nodes: a different list is another index to Redis). After
+        :meth:`pin`, the collection is the physical one the alias pointed at."""
         return self._identity
+
+    @property
+    def collection(self) -> str:
+        """The collection this store reads and writes (the physical one after :meth:`pin`)."""
+        return self._collection
+
+    async def pin(self) -> str:
+        """Resolve the configured name once, before the store is used (and before its
+        identity names anything in Redis): an alias pins the collection it points at now; a
+        plain collection of that name is used as it is; when neither exists, generation 1
+        (``<name>__1``) is created by :meth:`ensure_collection` with the alias over it. Later
+        switches of the alias reach this store only by a restart (see ``qdrant_alias``).
+        Returns the physical collection."""
+        with self._span("pin"):
+            physical, create = await qa.resolve(self._call, self._collection)
+        self._alias_to_create = self._collection if create else None
+        self._collection = physical
+        self._identity = self._identity_of(physical)
+        return physical
+
+    async def scan(
+        self, offset: ScanOffset | None, limit: int, *, full: bool
+    ) -> tuple[list[ScannedChunk], ScanOffset | None]:
+        """One page of every tenant's chunks (for a reindex only: see ``scan``)."""
+        with self._span("scan", None, **{"groundwire.limit": limit}):
+            return await qdrant_page(self._call, self._collection, offset, limit, full=full)
 
     async def ensure_collection(self, embedder_id: str, dimension: int) -> None:
         """Create the collection if missing; raise EmbedderMismatchError if it was built
@@ -145,6 +172,9 @@ class QdrantVectorStore:
                 "get_collection", lambda client, _: client.get_collection(self._collection)
             )
             qc.check_collection(described, wanted, self._collection)
+            if self._alias_to_create is not None:
+                await qa.create_alias(self._call, self._alias_to_create, self._collection)
+                self._alias_to_create = None
             await self._adopt(facts, described)
             for key, schema in qc.payload_indexes().items():
                 if key not in (described.payload_schema or {}):
@@ -324,6 +354,11 @@ class QdrantVectorStore:
         if self._info is None:
             raise RuntimeError("QdrantVectorStore used before ensure_collection()")
         return self._info
+
+    def _identity_of(self, collection: str) -> str:
+        if self._named:
+            return self._connection.identity(collection)
+        return unshared_qdrant_identity(collection)
 
     async def _exists(self) -> bool:
         return await self._call(

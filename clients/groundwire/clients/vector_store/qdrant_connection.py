@@ -123,6 +123,7 @@ POLICIES: dict[str, CallPolicy] = {
     "get_collection": READ_HOME,
     "get_aliases": READ_HOME,
     "get_collection_aliases": READ_HOME,
+    "get_collections": READ_HOME,
     "info": READ_HOME,
     "cluster_status": READ_HOME,
     "collection_cluster_info": READ_HOME,

@@ -1,0 +1,258 @@
+"""``groundwire reindex``: change embedders without downtime.
+
+The environment (``GROUNDWIRE_*``) describes the configuration the servers will run after
+the switch: its embedder embeds the new generation, its store settings name where the
+generations live. Steps::
+
+    groundwire reindex build      # the next generation beside the live one, re-embedded
+    groundwire reindex compare …  # optional: nDCG@10 old vs new on a judged set
+    groundwire reindex switch     # catch up, then switch the alias (pointer) atomically
+    (rolling restart of the servers with the new configuration)
+    groundwire reindex catch-up   # copy what servers on the old generation wrote meanwhile
+    groundwire reindex rollback   # the previous generation live again (restart the servers
+                                  # with the old configuration)
+    groundwire reindex status
+
+Running servers keep the generation they started on (their embedder was built for it), so
+calls in flight never see a switch; each server moves when it restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from groundwire.clients.errors import GroundwireError
+from groundwire.clients.ports import DenseEmbedder
+from groundwire.clients.sparse import Bm25Encoder
+from groundwire.server.reindex.deployments import (
+    Deployment,
+    Generation,
+    ReindexError,
+    deployment_for,
+)
+from groundwire.server.reindex.sync import Reembedder, SyncReport, Target, sync
+from groundwire.server.settings import Settings, SettingsError
+
+Say = Callable[[str], None]
+
+
+def _describe(generation: Generation) -> str:
+    embedder = generation.embedder
+    what = (
+        f"embedder {embedder.embedder_id or 'none (sparse only)'}"
+        + (f", dimension {embedder.dimension}" if embedder.dimension else "")
+        if embedder is not None
+        else "empty"
+    )
+    size = f", {generation.points} points" if generation.points is not None else ""
+    return f"{generation.name} ({what}{size})"
+
+
+def _pending(live: Generation, generations: list[Generation]) -> Generation | None:
+    """The newest generation above the live one: what build fills and switch makes live."""
+    above = [g for g in generations if g.number > live.number]
+    return above[-1] if above else None
+
+
+@dataclass
+class SyncResult:
+    """Where a sync copied from and to, and what it did."""
+
+    source: str
+    target: str
+    report: SyncReport
+
+
+async def _sync_into(
+    settings: Settings,
+    deployment: Deployment,
+    dense: DenseEmbedder | None,
+    source: Generation,
+    target_name: str,
+    say: Say,
+) -> SyncResult:
+    embedder_id = dense.embedder_id if dense is not None else ""
+    dimension = dense.dimension if dense is not None else 0
+    say(f"copying {_describe(source)} into {target_name} for embedder {embedder_id or 'none'}")
+    reader = await deployment.open_source(source)
+    target = await deployment.open_target(target_name, embedder_id, dimension)
+    reembed = Reembedder(dense, Bm25Encoder(avg_len=settings.bm25_avg_len))
+    report = await sync(reader, target, reembed)
+    await _invalidate(settings, target, report.tenants)
+    say(report.line())
+    return SyncResult(source.name, target_name, report)
+
+
+async def _invalidate(settings: Settings, target: Target, tenants: set[str]) -> None:
+    """Bump the changed tenants' index versions in the target's own Redis namespace, so
+    servers already on it drop retrievals cached before the sync."""
+    if not tenants or not settings.redis_url:
+        return
+    from groundwire.server.app import build_cache
+
+    cache = await build_cache(settings, target)
+    if cache is None:
+        return
+    try:
+        for tenant in sorted(tenants):
+            await cache.bump_index_version(tenant)
+    finally:
+        await cache.close()
+
+
+async def build(settings: Settings, dense: DenseEmbedder | None, say: Say = print) -> SyncResult:
+    """Fill the pending generation (a new one if none) from the live one."""
+    deployment = deployment_for(settings)
+    try:
+        live = await deployment.live()
+        generations = await deployment.generations()
+        pending = _pending(live, generations)
+        name = pending.name if pending is not None else deployment.new_name(generations)
+        result = await _sync_into(settings, deployment, dense, live, name, say)
+        say(f"built {name}; live is still {live.name}. Next: groundwire reindex switch")
+        return result
+    finally:
+        await deployment.close()
+
+
+async def switch(
+    settings: Settings, dense: DenseEmbedder | None, *, catch_up: bool = True, say: Say = print
+) -> SyncResult | None:
+    """Catch the pending generation up with the live one, then make it live."""
+    deployment = deployment_for(settings)
+    try:
+        live = await deployment.live()
+        pending = _pending(live, await deployment.generations())
+        if pending is None or pending.embedder is None:
+            raise ReindexError("nothing to switch to: run groundwire reindex build first")
+        result = None
+        if catch_up:
+            result = await _sync_into(settings, deployment, dense, live, pending.name, say)
+        elif dense is not None and pending.embedder.embedder_id != dense.embedder_id:
+            raise ReindexError(
+                f"{pending.name} was built for {pending.embedder.embedder_id!r}, but the "
+                f"configured embedder is {dense.embedder_id!r}"
+            )
+        await deployment.release()  # the Edge generations are closed before the switch
+        await deployment.make_live(pending, live)
+        say(
+            f"switched: {pending.name} is live, {live.name} kept for a rollback. Servers move "
+            "as they restart (rolling restart with the new configuration); then run "
+            "groundwire reindex catch-up"
+        )
+        return result
+    finally:
+        await deployment.close()
+
+
+async def catch_up(settings: Settings, dense: DenseEmbedder | None, say: Say = print) -> SyncResult:
+    """Copy into the live generation what was written to the previous one since."""
+    deployment = deployment_for(settings)
+    try:
+        live = await deployment.live()
+        previous = await deployment.previous()
+        if previous is None:
+            raise ReindexError("nothing to catch up from: no switch was made yet")
+        return await _sync_into(settings, deployment, dense, previous, live.name, say)
+    finally:
+        await deployment.close()
+
+
+async def rollback(settings: Settings, say: Say = print) -> Generation:
+    """Make the generation live before the last switch live again."""
+    deployment = deployment_for(settings)
+    try:
+        live = await deployment.live()
+        previous = await deployment.previous()
+        if previous is None:
+            raise ReindexError("nothing to roll back to: no switch was made yet")
+        await deployment.make_live(previous, live)
+        say(
+            f"rolled back: {previous.name} is live again, {live.name} kept (switch returns to "
+            "it). Restart the servers with the configuration of "
+            f"{previous.embedder.embedder_id if previous.embedder else 'that generation'}"
+        )
+        return previous
+    finally:
+        await deployment.close()
+
+
+async def status(settings: Settings, say: Say = print) -> None:
+    """Print the generations and which one is live."""
+    deployment = deployment_for(settings)
+    try:
+        live = await deployment.live()
+        previous = await deployment.previous()
+        say(f"{deployment.kind}: live {_describe(live)}")
+        say(f"previous (rollback target): {_describe(previous) if previous else '-'}")
+        for generation in await deployment.generations():
+            mark = "*" if generation.name == live.name else " "
+            say(f" {mark} {_describe(generation)}")
+    finally:
+        await deployment.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands."""
+    steps = parser.add_subparsers(dest="step", required=True)
+    steps.add_parser("status", help="the generations and which one is live")
+    steps.add_parser("build", help="re-embed the live generation into the next one")
+    flip = steps.add_parser("switch", help="catch up, then make the built generation live")
+    flip.add_argument(
+        "--no-catch-up", action="store_true", help="switch without copying recent writes first"
+    )
+    steps.add_parser("catch-up", help="after a switch: copy writes made on the previous one")
+    steps.add_parser("rollback", help="make the previous generation live again")
+    from groundwire.server.reindex import compare
+
+    compare.add_arguments(
+        steps.add_parser("compare", help="nDCG@10 of two servers (old, new) on a judged set")
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run one step; 0 on success, 2 on bad settings, 3 when the step cannot run."""
+    if args.step == "compare":
+        from groundwire.server.reindex import compare
+
+        return compare.main(args)
+    from groundwire.server.app import build_dense_embedder
+    from groundwire.server.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        if args.step == "status":
+            await status(settings)
+        elif args.step == "rollback":
+            await rollback(settings)
+        else:
+            dense = await build_dense_embedder(settings)
+            try:
+                if args.step == "build":
+                    await build(settings, dense)
+                elif args.step == "switch":
+                    await switch(settings, dense, catch_up=not args.no_catch_up)
+                else:
+                    await catch_up(settings, dense)
+            finally:
+                if dense is not None:
+                    await dense.close()
+
+    try:
+        asyncio.run(run())
+    except ReindexError as exc:
+        print(f"groundwire reindex: {exc}", file=sys.stderr)
+        return 3
+    except GroundwireError as exc:
+        print(f"groundwire reindex: {exc.message}", file=sys.stderr)
+        return 3
+    return 0
