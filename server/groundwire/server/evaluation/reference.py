@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from groundwire.clients.embedder import LocalEmbedder
+from groundwire.clients.embedding_base import LocalModelEmbedder
 from groundwire.server.cli import MODES
 from groundwire.server.evaluation.beir import Document
 from groundwire.server.measure.progress import progress_bar
@@ -42,7 +42,7 @@ _BLOCK = 256
 
 
 async def reference_dense(
-    embedder: LocalEmbedder,
+    embedder: LocalModelEmbedder,
     corpus: Sequence[Document],
     queries: Mapping[str, str],
     *,
@@ -88,7 +88,7 @@ async def reference_dense(
 
 
 def corpus_profile(
-    embedder: LocalEmbedder, corpus: Sequence[Document], chunk_tokens: int | None
+    embedder: LocalModelEmbedder, corpus: Sequence[Document], chunk_tokens: int | None
 ) -> dict[str, Any]:
     """How many documents outgrow one chunk and the model's window (in its word pieces,
     without [CLS]/[SEP])."""
@@ -112,7 +112,7 @@ def corpus_profile(
 async def dense_score_gap(
     channel: grpc.aio.Channel,
     metadata: Metadata,
-    embedder: LocalEmbedder,
+    embedder: LocalModelEmbedder,
     queries: Sequence[str],
     per_query: int = 3,
 ) -> float:

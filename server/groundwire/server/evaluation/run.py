@@ -262,7 +262,9 @@ class Evaluation:
     async def _reference(
         self, dataset: Dataset, target: Target, channel: grpc.aio.Channel, server_embedder: str
     ) -> dict[str, Any]:
-        from groundwire.clients.embedder import LocalEmbedder
+        from groundwire.clients.embedder import TorchEmbedder
+        from groundwire.clients.embedding_base import MINILM_MODEL_NAME, LocalModelEmbedder
+        from groundwire.clients.onnx_embedder import OnnxEmbedder
         from groundwire.server.evaluation.metrics import mean_metrics
         from groundwire.server.evaluation.reference import (
             corpus_profile,
@@ -270,7 +272,13 @@ class Evaluation:
             reference_dense,
         )
 
-        embedder = await LocalEmbedder.load()
+        # The local model the server runs: torch when it serves the fp32 vectors
+        # (all-MiniLM-L6-v2/384), else the default, int8 ONNX.
+        embedder: LocalModelEmbedder
+        if server_embedder.startswith(f"{MINILM_MODEL_NAME}/"):
+            embedder = await TorchEmbedder.load()
+        else:
+            embedder = await OnnxEmbedder.load()
         try:
             rankings = await reference_dense(
                 embedder,
