@@ -21,7 +21,9 @@ async def test_frames_arrive_in_order_and_the_answer_is_complete(
     make_server: ServerFactory, llm: ScriptedLLM
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
-    llm.set_default(Script(inter_token_s=0.01))  # one token per delta, the marker split
+    # Tokens further apart than the pump's frame pace (20 ms): one token per delta, the marker
+    # split.
+    llm.set_default(Script(inter_token_s=0.06))
     stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
     assert stream.error is None
     assert_well_formed(stream)

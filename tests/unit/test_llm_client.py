@@ -102,6 +102,32 @@ async def test_a_refused_connection_is_a_connection_error() -> None:
     assert caught.value.kind == "connection"
 
 
+async def test_leaving_a_stream_early_closes_its_connection(upstream: ScriptedLLM) -> None:
+    upstream.set_default(Script(tokens=[f" w{i}" for i in range(500)], inter_token_s=0.01))
+    client = OpenAIChatClient(upstream.base_url)
+    stream = client.stream(REQUEST)
+    assert (await anext(stream)).text == " w0"
+    await stream.aclose()  # what the pump does on a cancel or a time limit
+    await upstream.wait_for_disconnect(0)  # the upstream saw it and stops generating
+    record = upstream.requests[0]
+    assert not record.completed and record.tokens_sent < 500
+    # The pool is still usable: the next call gets a connection of its own.
+    upstream.set_default(Script(tokens=["x", "y"]))
+    assert "".join(c.text for c in await drain(client)) == "xy"
+    await client.close()
+
+
+async def test_calls_in_a_row_and_at_once_all_complete(upstream: ScriptedLLM) -> None:
+    upstream.set_default(Script(tokens=["a", "b"], inter_token_s=0.001))
+    client = OpenAIChatClient(upstream.base_url, max_connections=2)
+    for _ in range(3):  # a whole answer leaves its connection reusable
+        assert "".join(c.text for c in await drain(client)) == "ab"
+    # More calls than connections: the rest wait for one to come free.
+    answers = await asyncio.gather(*(drain(client) for _ in range(6)))
+    assert ["".join(c.text for c in chunks) for chunks in answers] == ["ab"] * 6
+    await client.close()
+
+
 async def test_the_pump_merges_what_piles_up_but_hands_over_the_first_at_once() -> None:
     release = asyncio.Event()
 
@@ -118,6 +144,33 @@ async def test_the_pump_merges_what_piles_up_but_hands_over_the_first_at_once() 
     release.set()
     await asyncio.sleep(0.01)  # everything else arrives while the reader is "busy"
     rest = await pump.take()
+    assert rest is not None and (rest.text, rest.pieces, rest.finish_reason) == ("abc", 3, "stop")
+    assert await pump.take() is None
+    await pump.aclose()
+
+
+async def test_the_pump_paces_frames_after_the_first_but_never_holds_the_end() -> None:
+    step = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def source() -> AsyncIterator[ChatChunk]:
+        yield ChatChunk("first", 1)
+        await step.wait()
+        yield ChatChunk("a", 1)
+        yield ChatChunk("b", 1)
+        await finish.wait()
+        yield ChatChunk("c", 1, finish_reason="stop")
+
+    pump = ChunkPump(source(), min_interval_s=3600.0)  # a pace nothing reaches in this test
+    first = await pump.take()  # the first chunk is never held
+    assert first is not None and first.text == "first"
+    step.set()
+    second = asyncio.create_task(pump.take())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not second.done()  # "a" and "b" wait for the pace...
+    finish.set()  # ...until the stream ends: the end leaves at once, with them
+    rest = await asyncio.wait_for(second, 10)
     assert rest is not None and (rest.text, rest.pieces, rest.finish_reason) == ("abc", 3, "stop")
     assert await pump.take() is None
     await pump.aclose()

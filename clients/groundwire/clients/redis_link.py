@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from groundwire.clients import gauges
 from groundwire.clients.breaker import BreakerState, CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ REDIS_FAILURES = (redis.exceptions.RedisError, OSError, TimeoutError)
 # raises a bare AttributeError or TypeError from inside redis-py instead of its
 # ConnectionError (redis/redis-py#3546, #4287; seen here with a cluster node killed under
 # load, as INTERNAL errors of calls). Raised inside redis-py they are Redis failures; raised
-# in our own code they stay bugs.
-_CLIENT_RACES = (AttributeError, TypeError)
+# in our own code they stay bugs. RuntimeError: on uvloop, a write to a transport redis-py's
+# other task has just closed raises it (asyncio's own loop only logs it).
+_CLIENT_RACES = (AttributeError, TypeError, RuntimeError)
 # The failures that cost the caller the whole timeout: these open the breaker. A Redis
 # Cluster that has lost a slot's only master answers CLUSTERDOWN once the node is marked
 # failing (or leaves the slot uncovered), and redis-py's cluster client closes its
@@ -71,9 +73,12 @@ _SLOW_FAILURES = (
 )
 
 # Module-level, so registered exactly once per process however many links tests build.
+# Each worker process has its own breaker: with several, every live worker's state is shown
+# (labelled by pid; "liveall"), since the states are codes, not amounts to add up or compare.
 REDIS_BREAKER_STATE = Gauge(
     "groundwire_redis_breaker_state",
     "The Redis circuit breaker: 0 closed, 1 open (Redis is skipped), 2 half-open.",
+    multiprocess_mode="liveall",
 )
 REDIS_FAILURES_TOTAL = Counter(
     "groundwire_redis_failures",
@@ -193,7 +198,7 @@ class RedisLink:
         self._probes: set[asyncio.Task[None]] = set()
         self._closed = False
         # One link per process in production; in tests the last one built is exported.
-        REDIS_BREAKER_STATE.set_function(lambda: float(_STATE_VALUE[self._breaker.state]))
+        gauges.read_from(REDIS_BREAKER_STATE, lambda: float(_STATE_VALUE[self._breaker.state]))
 
     @classmethod
     def from_url(
