@@ -4,17 +4,26 @@ first token, then the relay of its stream, continued on another model if it fail
 Retries happen only before the first token reaches the caller. After that, a failure is
 either absorbed by a continuation (the partial answer as an assistant prefix) or reported in
 the end frame; the stream is never silently truncated.
+
+A timeout that fired while this process's own event loop lagged (see
+:class:`~groundwire.server.overload.LagJudge`) is not the model's failure: its breaker is not
+charged and no other model is tried, since the next one would wait behind the same loop.
+Before the first token the answer ends as an OverloadedError (RESOURCE_EXHAUSTED: the mesh
+retries another replica; degrading to snippets would hide the overload as an answer), after
+it the end frame says so and the OverloadedError follows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from groundwire.clients.errors import DeadlineExceededError, LLMCallError, LLMUnavailableError
 from groundwire.clients.llm import ChatChunk, ChatRequest
+from groundwire.server.overload import LagJudge, OverloadedError
 from groundwire.server.pipeline.generation.catalog import ModelSpec
 from groundwire.server.pipeline.generation.citations import CitationTracker
 from groundwire.server.pipeline.generation.events import (
@@ -30,6 +39,8 @@ from groundwire.server.pipeline.generation.ledger import AttemptUsage, Ledger
 from groundwire.server.pipeline.generation.prompt import Prompt, PromptBuilder
 from groundwire.server.pipeline.generation.pump import ChunkPump
 from groundwire.server.pipeline.generation.routing import RoutePlan
+
+log = logging.getLogger("groundwire.overload")
 
 
 @dataclass(frozen=True)
@@ -85,9 +96,11 @@ class Answerer:
         limit_at: float | None,
         long_context_model: str | None,
         coalesce: bool = True,
+        lag: LagJudge | None = None,
     ) -> None:
         """``limit_at`` is the loop time at which the answer must end (time limit or the
-        caller's deadline, whichever is first)."""
+        caller's deadline, whichever is first); ``lag`` tells timeouts caused by this
+        process's own lag from the model's (None: every timeout is the model's)."""
         self._plan = plan
         self._prompts = prompts
         self._query = query
@@ -96,6 +109,7 @@ class Answerer:
         self._limit_at = limit_at
         self._long_context = long_context_model
         self._coalesce = coalesce
+        self._lag = lag
         self.ledger = Ledger()
         self.outcome = Outcome()
         self.text = ""
@@ -236,7 +250,23 @@ class Answerer:
         self._account(attempt, chunk)
         return chunk
 
-    async def _fail(self, attempt: _Attempt, exc: LLMCallError) -> None:
+    async def _fail(self, attempt: _Attempt, exc: LLMCallError, *, streaming: bool = False) -> None:
+        """Close the attempt and charge its failure to the model, or raise OverloadedError
+        (nothing charged) when it was a timeout of our own making. ``streaming``: the
+        model's first output had arrived."""
+        judge = self._lag
+        if judge is not None and judge.excuses(
+            exc,
+            started=attempt.started,
+            streaming=streaming,
+            first_token_s=self._sampling.first_token_timeout_s,
+        ):
+            await self._close_current(release=True)
+            log.warning(
+                "timeout while this process lagged: not charged to the model",
+                extra={"model": attempt.spec.name, "kind": exc.kind},
+            )
+            raise judge.error() from exc
         await self._close_current()
         rate_limited = exc.kind == "rate_limited"
         retry_after = exc.retry_after_s if rate_limited else None
@@ -267,8 +297,15 @@ class Answerer:
             self.outcome.finish = Finish.TIME_LIMIT
             return None
         except LLMCallError as exc:
-            await self._fail(attempt, exc)
-            return await self._continue_after(exc)
+            try:
+                await self._fail(attempt, exc, streaming=True)
+                return await self._continue_after(exc)
+            except OverloadedError as behind:
+                # After the first delta: the end frame reports it, the status follows.
+                self.outcome.finish = Finish.UPSTREAM_ERROR
+                self.outcome.detail = behind.message
+                self.outcome.error = behind
+                return None
         if chunk is None:
             self._plan.record_success(attempt.spec)
             await self._close_current()

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from groundwire.clients.errors import DeadlineExceededError
 from groundwire.clients.ports import SparseEncoder
+from groundwire.server.overload import LagJudge
 from groundwire.server.pipeline.generation import metrics
 from groundwire.server.pipeline.generation.answer_cache import AnswerCache, AnswerLookup
 from groundwire.server.pipeline.generation.answering import Answerer, Outcome, Sampling
@@ -38,7 +39,8 @@ from groundwire.server.pipeline.generation.events import (
 from groundwire.server.pipeline.generation.extractive import extractive_answer
 from groundwire.server.pipeline.generation.prompt import PromptBuilder
 from groundwire.server.pipeline.generation.routing import ModelRoutes
-from groundwire.server.pipeline.retrieval import RetrievalPipeline, RetrievalQuery
+from groundwire.server.pipeline.retrieval import RetrievalQuery
+from groundwire.server.pipeline.retriever import Retriever
 
 log = logging.getLogger("groundwire.answers")
 _WORDS = re.compile(r"\S+\s*")
@@ -102,17 +104,23 @@ class GenerationPipeline:
     def __init__(
         self,
         *,
-        retrieval: RetrievalPipeline,
+        retrieval: Retriever,
         routes: ModelRoutes,
         prompts: PromptBuilder,
         answers: AnswerCache,
         sparse: SparseEncoder,
         coalesce_deltas: bool = True,
         budget: TenantBudget | None = None,
+        lag_judge: LagJudge | None = None,
     ) -> None:
         """``coalesce_deltas=False`` relays each upstream chunk as its own delta; ``budget``
         (the tenant quotas) refuses answers once a token or spend window is spent and is
-        charged what each answer used."""
+        charged what each answer used; ``lag_judge`` keeps timeouts caused by this process's
+        own lag off the models' breakers (see :attr:`lag_judge`)."""
+        #: Tells an upstream timeout caused by this process's event-loop lag from the model's
+        #: (None: every timeout is the model's). Settable: the server that owns the loop's
+        #: lag monitor hands it in after the pipelines are built.
+        self.lag_judge = lag_judge
         self._coalesce = coalesce_deltas
         self._budget = budget
         self._retrieval = retrieval
@@ -208,6 +216,7 @@ class GenerationPipeline:
             limit_at=clock.limit_at,
             long_context_model=catalog.long_context_model,
             coalesce=self._coalesce,
+            lag=self.lag_judge,
         )
 
     async def _ground(
