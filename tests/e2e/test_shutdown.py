@@ -44,7 +44,7 @@ async def _wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen[byt
 
 def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     """``groundwire serve`` as a child process on ``port``: sparse only, no Redis, a long
-    grace period, its log on a pipe; ``env`` adds ``GROUNDWIRE_*`` settings."""
+    grace period, its log in ``tmp_path/server.log``; ``env`` adds ``GROUNDWIRE_*`` settings."""
     variables = {
         **os.environ,
         "GROUNDWIRE_LISTEN": f"127.0.0.1:{port}",
@@ -55,13 +55,16 @@ def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
         "GROUNDWIRE_REDIS_URL": "",
         **env,
     }
-    # Popen only starts the process; the waits in the tests are bounded and rare.
-    return subprocess.Popen(
-        [sys.executable, "-m", "groundwire.server.cli", "serve"],
-        env=variables,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The log goes to a file, not a pipe: nobody reads a pipe while the server runs, and a
+    # full one (64 KiB of JSON lines from several workers) would block the server's writes,
+    # its drain with them.
+    with (tmp_path / "server.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "groundwire.server.cli", "serve"],
+            env=variables,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
@@ -104,7 +107,7 @@ async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-    log = process.stderr.read().decode() if process.stderr else ""
+    log = (tmp_path / "server.log").read_text(encoding="utf-8", errors="replace")
     assert '"message": "draining"' in log and '"message": "stopped"' in log
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SimpleSpanProcessor,
 )
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from groundwire.server.settings import Settings, TracesExporter
 
@@ -41,8 +42,18 @@ def configure_tracing(settings: Settings) -> trace.TracerProvider | None:
     return provider
 
 
-def start_metrics_endpoint(settings: Settings) -> None:
-    """Serve Prometheus metrics on ``metrics_port`` (0 or unset: off)."""
-    if settings.metrics_port:
+def start_metrics_endpoint(settings: Settings, multiprocess_dir: Path | None = None) -> None:
+    """Serve Prometheus metrics on ``metrics_port`` (0 or unset: off). With
+    ``multiprocess_dir`` (the worker supervisor's PROMETHEUS_MULTIPROC_DIR) the endpoint
+    serves the sum of every worker's metrics, read from their files at each scrape."""
+    if not settings.metrics_port:
+        return
+    if multiprocess_dir is None:
         start_http_server(settings.metrics_port)
-        log.info("metrics endpoint listening", extra={"port": settings.metrics_port})
+    else:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            registry, path=str(multiprocess_dir)
+        )
+        start_http_server(settings.metrics_port, registry=registry)
+    log.info("metrics endpoint listening", extra={"port": settings.metrics_port})

@@ -11,7 +11,7 @@ from google.protobuf import duration_pb2
 from groundwire.clients.breaker import BreakerState
 from groundwire.server.context import current_tenant
 from groundwire.server.pipeline.generation.routing import ModelRoutes
-from groundwire.server.pipeline.retrieval import RetrievalPipeline
+from groundwire.server.pipeline.retriever import Retriever
 from groundwire.server.quotas import Quotas, QuotaStatus
 from groundwire.server.servicers.convert import MODE_TO_PROTO
 from groundwire.server.servicers.generation_convert import MAX_CONTEXT_PASSAGES, TIER_TO_PROTO
@@ -39,7 +39,7 @@ class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
 
     def __init__(
         self,
-        retrieval: RetrievalPipeline,
+        retrieval: Retriever,
         routes: ModelRoutes,
         settings: Settings,
         *,
@@ -67,10 +67,11 @@ class CapabilitiesServicer(capabilities_pb2_grpc.CapabilitiesServiceServicer):
                 max_context_passages=MAX_CONTEXT_PASSAGES,
             ),
             features={
-                "retrieval": True,
+                # What this process serves (GROUNDWIRE_SERVICES).
+                "retrieval": settings.serves_retrieval,
                 "retrieval_cache": cache_enabled,
-                "ingest": True,
-                "generation": True,
+                "ingest": settings.serves_retrieval,
+                "generation": settings.serves_generation,
                 # False: every answer is a degraded, extractive one.
                 "llm": not catalog.empty,
                 "answer_cache": cache_enabled and not catalog.empty,

@@ -11,7 +11,9 @@ import grpc
 from groundwire.clients.errors import FieldViolation, InvalidArgumentError
 from groundwire.server.context import require_tenant
 from groundwire.server.pipeline.generation.pipeline import GenerationPipeline, GenerationRequest
-from groundwire.server.pipeline.retrieval import RetrievalPipeline, RetrievalQuery
+from groundwire.server.pipeline.remote_retrieval import remember_call
+from groundwire.server.pipeline.retrieval import RetrievalQuery
+from groundwire.server.pipeline.retriever import Retriever
 from groundwire.server.servicers.convert import query_violations, retrieval_query
 from groundwire.server.servicers.generation_convert import (
     event_to_proto,
@@ -32,7 +34,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     """
 
     def __init__(
-        self, pipeline: GenerationPipeline, retrieval: RetrievalPipeline, settings: Settings
+        self, pipeline: GenerationPipeline, retrieval: Retriever, settings: Settings
     ) -> None:
         self._pipeline = pipeline
         self._retrieval = retrieval
@@ -44,6 +46,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         query = self._validate(request)
+        remember_call(context)  # a remote retrieval hop forwards from this call
         remaining = context.time_remaining()
         deadline_at = None
         if remaining is not None:

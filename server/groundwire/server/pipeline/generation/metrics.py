@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from groundwire.clients import gauges
 from groundwire.clients.breaker import BreakerState, CircuitBreaker
 
 ANSWERS = Counter(
@@ -28,10 +29,13 @@ COST = Counter(
     "What answers cost at catalog prices, in micros of the currency.",
     ["model", "currency"],
 )
+# Each worker process has its own breakers: with several, every live worker's state is shown
+# (labelled by pid; "liveall"), since the states are codes, not amounts to add up or compare.
 BREAKER_STATE = Gauge(
     "groundwire_llm_breaker_state",
     "Each model's circuit breaker: 0 closed, 1 open, 2 half-open.",
     ["model"],
+    multiprocess_mode="liveall",
 )
 _STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}
 
@@ -39,6 +43,7 @@ _STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_
 def export_breakers(breakers: Mapping[str, CircuitBreaker]) -> None:
     """Make the breaker gauge read each breaker's state at scrape time."""
     for name, breaker in breakers.items():
-        BREAKER_STATE.labels(name).set_function(
-            lambda b=breaker: float(_STATE_VALUE[b.state])  # type: ignore[misc]
+        gauges.read_from(
+            BREAKER_STATE.labels(name),
+            lambda b=breaker: float(_STATE_VALUE[b.state]),  # type: ignore[misc]
         )
