@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from groundwire.server.benchmark.retrieve import RetrieveOptions
 
 SCENARIOS = ("retrieve", "generate")
-GENERATE_VARIANTS = ("ours", "relay")
+# Besides direct: our server (ours, relay) or the Python AsyncOpenAI baseline beside the Go one.
+GENERATE_VARIANTS = ("ours", "relay", "direct-python")
+LOADGENS = ("go", "python")
+DEFAULT_LEVELS = (1, 32, 256)
+# The Go load generator keeps pace with a thousand streams; the Python one does not.
+GO_GENERATE_LEVELS = (1, 32, 256, 1000)
 RETRIEVE_VARIANTS = ("bypass", "miss", "hit")
 MODES = ("dense", "sparse", "hybrid")
 
@@ -36,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated: retrieve, generate (default: both; generate only without --dataset)",
     )
     parser.add_argument(
-        "--concurrency", metavar="LEVELS", default="1,32,256", help="comma-separated levels"
+        "--concurrency",
+        metavar="LEVELS",
+        help="comma-separated levels (default: 1,32,256; Generate with the Go load generator "
+        "alone: 1,32,256,1000)",
     )
     parser.add_argument(
         "--requests",
@@ -77,7 +85,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--generate-variants",
         metavar="LIST",
         default="ours",
-        help="besides direct: ours (coalescing deltas), relay (one frame per upstream chunk)",
+        help="besides direct: ours (coalescing deltas), relay (one frame per upstream chunk), "
+        "direct-python (the Python AsyncOpenAI baseline, with --loadgen go)",
+    )
+    generate.add_argument(
+        "--loadgen",
+        choices=LOADGENS,
+        default="go",
+        help="who makes the calls: go (bench/loadgen: the Go SDK, a Go SSE client for direct; "
+        "built into .tools/bin) or python (grpc.aio and AsyncOpenAI in this process)",
+    )
+    generate.add_argument(
+        "--upstream",
+        choices=("go", "python"),
+        default="go",
+        help="the scripted upstream: go (loadgen upstream) or python (scripted_llm)",
+    )
+    generate.add_argument(
+        "--workers",
+        metavar="LIST",
+        default="1",
+        help="comma-separated GROUNDWIRE_WORKERS values: one server per value, all measured "
+        "side by side",
     )
     generate.add_argument(
         "--fail-every",
@@ -147,9 +176,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Config:
-    """The validated arguments."""
+    """The validated arguments. ``plan`` is Retrieve's, ``generate_plan`` Generate's: the same
+    but for their default levels."""
 
     plan: Plan
+    generate_plan: Plan
     retrieve: RetrieveOptions | None
     generate: GenerateOptions | None
     output: Path
@@ -173,6 +204,80 @@ def _names(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
         raise UsageError(f"{flag}: {exc}") from None
 
 
+def worker_support() -> bool:
+    """Whether this server runs worker processes (a ``GROUNDWIRE_WORKERS`` setting)."""
+    from groundwire.server.settings import Settings
+
+    return "workers" in Settings.model_fields
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(dict.fromkeys(parse_levels(text)))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UsageError(
+            f"--workers expects comma-separated counts of 1 or more, got {text!r}"
+        ) from None
+    if values != (1,) and not worker_support():
+        raise UsageError(
+            f"--workers {text}: this server has no worker processes (no GROUNDWIRE_WORKERS "
+            "setting); use --workers 1"
+        )
+    return values
+
+
+def _levels(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
+    if text is None:
+        return default
+    try:
+        return tuple(parse_levels(text))
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise UsageError(f"--concurrency: {exc}") from None
+
+
+def _generate_options(args: argparse.Namespace, server_env: dict[str, str]) -> GenerateOptions:
+    from groundwire.server.benchmark.generate import GenerateOptions
+    from groundwire.server.benchmark.go_loadgen import unavailable_reason
+    from groundwire.server.benchmark.upstream import UpstreamScript
+
+    variants = _names("--generate-variants", args.generate_variants, GENERATE_VARIANTS)
+    needs_openai = args.loadgen == "python" or "direct-python" in variants
+    if needs_openai and importlib.util.find_spec("openai") is None:
+        raise UsageError(
+            "the Python direct baseline needs the openai package: install groundwire with the "
+            "tools extra"
+        )
+    if "go" in (args.loadgen, args.upstream):
+        reason = unavailable_reason()
+        if reason is not None:
+            raise UsageError(
+                f"the Go load generator and upstream: {reason}; use --loadgen "
+                "python --upstream python"
+            )
+    if args.loadgen == "python" and "direct-python" in variants:
+        raise UsageError("direct-python is the direct row itself with --loadgen python")
+    if not 400 <= args.fail_status <= 599:
+        raise UsageError("--fail-status must be an HTTP error status (400-599)")
+    if "GROUNDWIRE_WORKERS" in server_env:
+        raise UsageError("generate: give the worker counts with --workers, not --server-env")
+    return GenerateOptions(
+        variants=variants,
+        script=UpstreamScript(
+            tokens=args.tokens,
+            ttft_s=args.ttft_ms / 1000,
+            itl_s=args.itl_ms / 1000,
+            fail_every=args.fail_every,
+            fail_status=args.fail_status,
+        ),
+        stagger=args.stagger,
+        cancel_repeats=args.cancel_repeats,
+        server_env=server_env,
+        loadgen=args.loadgen,
+        upstream=args.upstream,
+        workers=_workers(args.workers),
+    )
+
+
 def _scenarios(args: argparse.Namespace) -> tuple[str, ...]:
     if args.scenarios is not None:
         chosen = _names("--scenarios", args.scenarios, SCENARIOS)
@@ -191,20 +296,23 @@ def _scenarios(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from(args: argparse.Namespace) -> Config:
     """Check the arguments together; UsageError or ArgumentTypeError says what is wrong."""
-    from groundwire.server.benchmark.generate import GenerateOptions
     from groundwire.server.benchmark.plan import Plan
     from groundwire.server.benchmark.retrieve import RetrieveOptions
     from groundwire.server.benchmark.retrieve_calls import read_queries
-    from groundwire.server.benchmark.upstream import UpstreamScript
     from groundwire.server.evaluation.beir import DatasetError
     from groundwire.server.measure.progress import progress_enabled
 
-    try:
-        levels = parse_levels(args.concurrency)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise UsageError(f"--concurrency: {exc}") from None
-    plan = Plan(tuple(levels), args.requests, args.rounds, args.max_seconds)
     scenarios = _scenarios(args)
+    plan = Plan(
+        _levels(args.concurrency, DEFAULT_LEVELS), args.requests, args.rounds, args.max_seconds
+    )
+    go_alone = args.loadgen == "go" and "retrieve" not in scenarios
+    generate_plan = Plan(
+        _levels(args.concurrency, GO_GENERATE_LEVELS if go_alone else DEFAULT_LEVELS),
+        args.requests,
+        args.rounds,
+        args.max_seconds,
+    )
     server_env = _server_env(args.server_env)
     retrieve = generate = None
     if "retrieve" in scenarios:
@@ -231,24 +339,7 @@ def config_from(args: argparse.Namespace) -> Config:
             server_env=server_env,
         )
     if "generate" in scenarios:
-        if importlib.util.find_spec("openai") is None:
-            raise UsageError(
-                "generate needs the openai package (its direct baseline): install groundwire "
-                "with the tools extra"
-            )
-        if not 400 <= args.fail_status <= 599:
-            raise UsageError("--fail-status must be an HTTP error status (400-599)")
-        generate = GenerateOptions(
-            variants=_names("--generate-variants", args.generate_variants, GENERATE_VARIANTS),
-            script=UpstreamScript(
-                tokens=args.tokens,
-                ttft_s=args.ttft_ms / 1000,
-                itl_s=args.itl_ms / 1000,
-                fail_every=args.fail_every,
-                fail_status=args.fail_status,
-            ),
-            stagger=args.stagger,
-            cancel_repeats=args.cancel_repeats,
-            server_env=server_env,
-        )
-    return Config(plan, retrieve, generate, args.output, progress_enabled(args.progress))
+        generate = _generate_options(args, server_env)
+    return Config(
+        plan, generate_plan, retrieve, generate, args.output, progress_enabled(args.progress)
+    )

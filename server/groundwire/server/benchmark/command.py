@@ -1,14 +1,23 @@
 """Load-test Retrieve and Generate over gRPC, side by side with the direct calls they wrap.
 
-Generate: the scripted OpenAI-compatible upstream and `groundwire serve` run as separate
-processes; this process is the load generator. At each concurrency level, C workers pull
-calls from one queue; per variant and level there is an untimed warm-up, then --rounds
-rounds in which the variants take turns, their order rotating each round (drift in the
-machine's load falls on all alike). Variants: `ours` (Generate through the server),
+Generate: the scripted OpenAI-compatible upstream (--upstream go, the default, or python) and
+`groundwire serve` run as separate processes, one server per variant and --workers value
+(GROUNDWIRE_WORKERS; rows `ours w1`, `ours w2` when there are several). The load generator is
+the Go program bench/loadgen (--loadgen go, the default; built into .tools/bin on first use:
+`ours` through the Go SDK, `direct` a plain Go SSE client) or this process (--loadgen python:
+grpc.aio and AsyncOpenAI). At each concurrency level (default with Go: 1, 32, 256, 1000), C
+workers pull calls from one queue; per variant and level there is an untimed warm-up, then
+--rounds rounds in which the variants take turns, their order rotating each round (drift in
+the machine's load falls on all alike). Variants: `ours` (Generate through the server),
 optionally `relay` (a server with GROUNDWIRE_COALESCE_DELTAS=false: one frame per upstream
-chunk), and always `direct` (AsyncOpenAI streaming the same request straight to the same
-upstream). Worker starts are spread over one answer's duration (--no-stagger: together).
-  TTFT       issuing the call -> first text (our first delta; the first chunk with content)
+chunk) and `direct-python` (the AsyncOpenAI baseline beside the Go one), and always `direct`
+(the same request straight to the same upstream). Worker starts are spread over one answer's
+duration (--no-stagger: together).
+  TTFT       issuing the call -> first text (our first delta; the first chunk with content);
+             time queued anywhere counts
+  refused    RESOURCE_EXHAUSTED with reason ERROR_REASON_OVERLOADED: counted apart from
+             errors, with the time to the refusal
+  fallback   answers on the fallback route (from a healthy upstream there should be none)
   ITL        per stream, (last text - first text) / (tokens - 1): comparable on both sides
              although our server merges tokens that arrive together into one frame
   tok/s      per stream tokens / (total - TTFT); aggregate: all tokens / wall time
@@ -16,8 +25,11 @@ upstream). Worker starts are spread over one answer's duration (--no-stagger: to
              answer), a finish other than STOP, or not --tokens tokens
   overhead   ours - direct (ms), from each side's p50/p99 and from paired calls (call i of
              round r of each); ratios are ours / direct
-  CPU        the server process's CPU per stream (/proc), and streams one core sustains at
-             this pace (stream duration / CPU per stream)
+  CPU        the server's CPU per stream (/proc, its whole process tree: every worker), and
+             streams one core sustains at this pace (stream duration / CPU per stream); the
+             load generator's and the upstream's CPU per stream beside it
+  saturation per server, the most streams per second at any level, and the ratio of more
+             workers to fewer
 After the levels, --cancel-repeats streams are cancelled midway, timing how long the
 upstream takes to see its connection closed.
 
@@ -40,6 +52,7 @@ the run shares this machine's cores, and direct pays for no server process.
 
   groundwire bench --dataset ../shared/datasets/scifact
   groundwire bench --scenarios generate --concurrency 1,32 --ttft-ms 0 --itl-ms 0
+  groundwire bench --scenarios generate --workers 1,2     # levels 1, 32, 256, 1000
   groundwire bench --scenarios generate --generate-variants ours,relay --fail-every 10
 """
 
@@ -75,7 +88,10 @@ def _planned_steps(config: Config) -> int:
         steps += config.retrieve.docs  # ingest (fewer when the corpus is shorter)
         steps += per_variant * (1 + len(config.retrieve.variants)) * len(config.retrieve.modes)
     if config.generate is not None:
-        steps += per_variant * (1 + len(config.generate.variants)) + config.generate.cancel_repeats
+        from groundwire.server.benchmark.generate import servers
+
+        rows = 1 + len(servers(config.generate)) + ("direct-python" in config.generate.variants)
+        steps += config.generate_plan.calls_per_variant() * rows + config.generate.cancel_repeats
     return steps
 
 
@@ -83,7 +99,7 @@ def caveat(config: Config) -> str:
     """The note printed and stored with the figures."""
     processes = ["the load generator (which also runs the direct baselines)", "our server(s)"]
     if config.generate:
-        processes.append("the scripted upstream")
+        processes.append(f"the scripted upstream ({config.generate.upstream})")
     if config.retrieve:
         processes.append("redis-server")
     parts = [
@@ -125,7 +141,9 @@ async def _run(config: Config, work: Path) -> dict[str, Any]:
         if config.retrieve is not None:
             results["retrieve"] = await run_retrieve(config.plan, config.retrieve, work, tick)
         if config.generate is not None:
-            results["generate"] = await run_generate(config.plan, config.generate, work, tick)
+            results["generate"] = await run_generate(
+                config.generate_plan, config.generate, work, tick
+            )
     finally:
         bar.close()
     return results
@@ -197,13 +215,19 @@ def _keep_logs(work: Path, logs: Path) -> None:
 
 
 def _settings(args: argparse.Namespace, config: Config) -> dict[str, Any]:
-    plan = config.plan
+    plan = config.plan if config.retrieve is not None else config.generate_plan
+    generate = config.generate
     return {
         "scenarios": [s for s in SCENARIOS if getattr(config, s) is not None],
         "concurrency": list(plan.levels),
+        "generate_concurrency": list(config.generate_plan.levels) if generate else [],
         "calls_per_variant_per_level": {
-            str(c): plan.calls_per_slice(c) * plan.rounds for c in plan.levels
+            str(c): plan.calls_per_slice(c) * plan.rounds
+            for c in dict.fromkeys(plan.levels + config.generate_plan.levels)
         },
+        "loadgen": generate.loadgen if generate else None,
+        "upstream": generate.upstream if generate else None,
+        "workers": list(generate.workers) if generate else [],
         "rounds": plan.rounds,
         "max_seconds": plan.max_seconds,
         "generate_variants": list(config.generate.variants) if config.generate else [],

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import grpc
 
@@ -26,12 +26,38 @@ class CallFailed(Exception):
     """A call that completed, but not as a correct answer; the message is its error kind."""
 
 
+# The ErrorInfo reason of a server refusing a call because it is full (RESOURCE_EXHAUSTED):
+# a refusal, counted apart from errors. Matched by name: a server without it never refuses.
+OVERLOADED_REASON = "ERROR_REASON_OVERLOADED"
+REFUSED = "refused "  # the kinds of refusals start with this
+
+
+def _error_reason(exc: grpc.aio.AioRpcError) -> str | None:
+    """The ErrorInfo reason of a gRPC failure, if it carries one."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    metadata = cast(Sequence[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    for key, value in metadata:
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return str(info.reason)
+    return None
+
+
 def error_kind(exc: BaseException) -> str:
     """A short, countable name for a failure: ``gRPC UNAVAILABLE``, ``HTTP 500``, a
-    :class:`CallFailed` message, or the exception's type."""
+    :class:`CallFailed` message, or the exception's type; a refusal (RESOURCE_EXHAUSTED with
+    reason ``OVERLOADED_REASON``) is ``refused ERROR_REASON_OVERLOADED``."""
     if isinstance(exc, CallFailed):
         return str(exc)
     if isinstance(exc, grpc.aio.AioRpcError):
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            reason = _error_reason(exc)
+            if reason == OVERLOADED_REASON:
+                return REFUSED + reason
         return f"gRPC {exc.code().name}"
     status = getattr(exc, "status_code", None)  # openai.APIStatusError and friends
     if isinstance(status, int):
@@ -51,6 +77,8 @@ class Slice(Generic[T]):
     wall_s: float = 0.0
     # CPU seconds each probed process used during the slice.
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # Seconds from issuing each refused call to its refusal.
+    refusal_s: list[float] = field(default_factory=list)
 
     @property
     def succeeded(self) -> list[T]:
@@ -86,6 +114,11 @@ class Measured(Generic[T]):
     def error_samples(self) -> list[str]:
         """The first few failures' full messages."""
         return [m for s in self.slices for m in s.error_samples][:ERROR_SAMPLES]
+
+    @property
+    def refusal_s(self) -> list[float]:
+        """Every refused call's time to its refusal."""
+        return [t for s in self.slices for t in s.refusal_s]
 
     @property
     def wall_s(self) -> float:
@@ -135,10 +168,14 @@ async def run_slice(
             if time.perf_counter() > stop_at:
                 return
             out.started += 1
+            issued = time.perf_counter()
             try:
                 out.results[index] = await call(index)
             except Exception as exc:  # a benchmark counts failures; it does not stop on one
-                out.errors[error_kind(exc)] += 1
+                kind = error_kind(exc)
+                if kind.startswith(REFUSED):
+                    out.refusal_s.append(time.perf_counter() - issued)
+                out.errors[kind] += 1
                 if len(out.error_samples) < ERROR_SAMPLES:
                     out.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
             if on_done is not None:

@@ -117,25 +117,69 @@ async def wait_until_serving(child: Child, address: str) -> None:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid``, all threads (Linux ``/proc``; NaN
-    elsewhere or when it is gone)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after ``pid (comm)`` (field 3 is ``[0]``)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all threads (Linux ``/proc``; NaN
+    elsewhere or when it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
         return math.nan
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def tree_cpu_s(roots: Sequence[int]) -> dict[int, float]:
+    """CPU seconds of each root's whole process tree: every live descendant's user + system
+    time, plus what the processes of the tree have reaped of their exited children (a
+    server's worker processes count, whether they still run or not). NaN for a root that is
+    gone."""
+    parents: dict[int, int] = {}
+    own: dict[int, float] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        entries = []
+    for entry in entries:
+        fields = _stat_fields(entry)
+        if fields is None:
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        own[pid] = sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS  # utime..cstime
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    totals: dict[int, float] = {}
+    for root in roots:
+        if root not in own:
+            totals[root] = math.nan
+            continue
+        total, stack = 0.0, [root]
+        while stack:
+            pid = stack.pop()
+            total += own.get(pid, 0.0)
+            stack.extend(children.get(pid, ()))
+        totals[root] = total
+    return totals
 
 
 @dataclass(frozen=True)
 class CpuProbe:
-    """CPU seconds used so far by this process (``bench``: the load generator and the direct
-    baselines) and by each named child."""
+    """CPU seconds used so far by this process (``bench``: the Python load generator and
+    the direct baselines it runs) and by each named child's whole process tree (a server's
+    worker processes included)."""
 
     pids: Mapping[str, int]
 
     def __call__(self) -> dict[str, float]:
-        sample = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        trees = tree_cpu_s(list(self.pids.values()))
+        sample = {name: trees[pid] for name, pid in self.pids.items()}
         sample["bench"] = time.process_time()
         return sample

@@ -29,11 +29,16 @@ def generate_tables(result: dict[str, Any]) -> Iterator[Table]:
     failing = bool(up["fail_every"])
     if failing:
         pace += f", 1 in {up['fail_every']} upstream requests HTTP {up['fail_status']}"
+    loadgen = result.get("loadgen", "python")
+    pace += f"; {up.get('kind', 'python')} upstream, {loadgen} load generator"
+    labels: dict[str, str] = result.get("labels") or {}
     headers = (
         "conc",
         "variant",
         "ok",
+        "refused",
         "err",
+        "fallback",
         "TTFT p50",
         "TTFT p99",
         "ITL p50",
@@ -42,8 +47,10 @@ def generate_tables(result: dict[str, Any]) -> Iterator[Table]:
         "total p99",
         "tok/s/stream p50",
         "agg tok/s",
+        "streams/s",
         "srv CPU ms",
         "caller CPU ms",
+        "upstream CPU ms",
         "streams/core",
     )
     rows: list[Row] = []
@@ -52,9 +59,11 @@ def generate_tables(result: dict[str, Any]) -> Iterator[Table]:
             rows.append(
                 [
                     level["concurrency"],
-                    name,
+                    labels.get(name, name),
                     row["ok"],
+                    row.get("refusals", 0),
                     row["errors"],
+                    row.get("fallbacks", row["routes"].get("fallback", 0)),
                     row["ttft"]["p50_ms"],
                     row["ttft"]["p99_ms"],
                     row["itl"]["p50_ms"],
@@ -63,16 +72,20 @@ def generate_tables(result: dict[str, Any]) -> Iterator[Table]:
                     row["total"]["p99_ms"],
                     row["stream_tokens_per_s"]["p50"],
                     row["aggregate_tokens_per_s"],
+                    row["streams_per_s"],
                     row["worker_cpu_ms_per_call"],
-                    row["cpu_ms_per_call"].get("bench", math.nan),
+                    row.get("caller_cpu_ms_per_call", row["cpu_ms_per_call"].get("bench")),
+                    row["cpu_ms_per_call"].get("upstream", math.nan),
                     row["streams_per_core"],
                 ]
                 + ([_routes(row)] if failing else [])
             )
     yield Table(
-        f"Generate ({pace}); times in ms, client side; CPU per stream of our server and of "
-        "the caller (this process: gRPC client or OpenAI SDK); streams/core = concurrent "
-        "streams of this pace one core of our server sustains",
+        f"Generate ({pace}); times in ms from issuing the call, client side; CPU per stream "
+        "of our server (all its processes), of the caller (the load generator) and of the "
+        "upstream; refused = RESOURCE_EXHAUSTED (overloaded), fallback = answered by the "
+        "fallback model; streams/core = concurrent streams of this pace one core of our "
+        "server sustains",
         headers + (("routes",) if failing else ()),
         rows,
     )
@@ -93,7 +106,7 @@ def generate_tables(result: dict[str, Any]) -> Iterator[Table]:
         [
             [
                 level["concurrency"],
-                name,
+                labels.get(name, name),
                 c["ttft_overhead_p50_ms"],
                 c["ttft_overhead_p99_ms"],
                 c["ttft_overhead_paired_p50_ms"],
@@ -107,6 +120,41 @@ def generate_tables(result: dict[str, Any]) -> Iterator[Table]:
             for name, c in level["versus_direct"].items()
         ],
     )
+
+    refused: list[Row] = [
+        [level["concurrency"], labels.get(name, name), row["refusals"], *_refusal_ms(row)]
+        for level in result["levels"]
+        for name, row in level["variants"].items()
+        if row.get("refusals")
+    ]
+    if refused:
+        yield Table(
+            "Refused calls: time from issuing the call to RESOURCE_EXHAUSTED (ms)",
+            ("conc", "variant", "refused", "p50", "p99", "max"),
+            refused,
+        )
+    saturation = result.get("saturation") or {}
+    if saturation:
+        yield Table(
+            "Streams per second at saturation (the most at any level) per server and worker "
+            "count; ratio = to the same variant with the fewest workers",
+            ("server", "workers", "streams/s", "at conc", "ratio"),
+            [
+                [
+                    name,
+                    row["workers"],
+                    row["streams_per_s"],
+                    row["at_concurrency"] if row["at_concurrency"] is not None else "-",
+                    row["ratio_to_baseline"],
+                ]
+                for name, row in saturation.items()
+            ],
+        )
+
+
+def _refusal_ms(row: dict[str, Any]) -> list[float]:
+    latency = row["refusal_latency"]
+    return [latency["p50_ms"], latency["p99_ms"], latency["max_ms"]]
 
 
 def _routes(row: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from groundwire.server.benchmark.load import Measured, paired
+from groundwire.server.benchmark.load import REFUSED, Measured, paired
 from groundwire.server.benchmark.retrieve_calls import SERVER_TIMINGS as RETRIEVE_TIMINGS
 from groundwire.server.benchmark.retrieve_calls import RetrieveTiming
 from groundwire.server.benchmark.streams import SERVER_TIMINGS as STREAM_TIMINGS
@@ -27,50 +27,68 @@ def _per_call_ms(seconds: float, calls: int) -> float:
 
 
 def _counts(m: Measured[T], planned: int) -> dict[str, Any]:
-    """How many calls were planned, started, succeeded and failed (by kind), and the slices'
-    summed wall time."""
-    errors = m.errors
+    """How many calls were planned, started, succeeded, were refused (the server full: by
+    reason, and how fast) and failed (by kind), and the slices' summed wall time."""
+    errors = {k: n for k, n in m.errors.items() if not k.startswith(REFUSED)}
+    refusals = {k.removeprefix(REFUSED): n for k, n in m.errors.items() if k.startswith(REFUSED)}
     return {
         "planned": planned,
         "started": m.started,
         "ok": len(m.results),
         "errors": sum(errors.values()),
-        "error_kinds": dict(errors),
+        "error_kinds": errors,
         "error_samples": m.error_samples,
+        "refusals": sum(refusals.values()),
+        "refusal_reasons": refusals,
+        "refusal_latency": latency_summary_ms(m.refusal_s),
         "wall_s": m.wall_s,
     }
 
 
-def _cpu(m: Measured[T], worker: str | None) -> dict[str, Any]:
-    """CPU per successful call of each probed process, all of them together over wall time
-    (cores kept busy: the machine's core count means saturated), and the per-call CPU of
-    ``worker``, the process doing the variant's work."""
+def _cpu(m: Measured[T], worker: str | None, caller: str = "bench") -> dict[str, Any]:
+    """CPU per successful call of each probed process (a server: its whole process tree),
+    all of them together over wall time (cores kept busy: the machine's core count means
+    saturated), the per-call CPU of ``worker``, the process doing the variant's work, and of
+    ``caller``, the load generator that made the calls."""
     calls = len(m.results)
     cpu = m.cpu_s
     wall = m.wall_s
     per_call = {name: _per_call_ms(seconds, calls) for name, seconds in cpu.items()}
+    # The Python process idles while the Go one calls: counting both would count it twice.
+    together = [v for name, v in cpu.items() if not (caller == "loadgen" and name == "bench")]
     return {
         "cpu_ms_per_call": per_call,
-        "cores_busy": sum(_finite(list(cpu.values()))) / wall if wall > 0 else math.nan,
+        "cores_busy": sum(_finite(together)) / wall if wall > 0 else math.nan,
         "worker": worker,
         "worker_cpu_ms_per_call": per_call.get(worker, math.nan) if worker else math.nan,
+        "caller": caller,
+        "caller_cpu_ms_per_call": per_call.get(caller, math.nan),
     }
 
 
 def stream_summary(
-    m: Measured[StreamTiming], *, planned: int, worker: str | None, answer_s: float
+    m: Measured[StreamTiming],
+    *,
+    planned: int,
+    worker: str | None,
+    answer_s: float,
+    caller: str = "bench",
 ) -> dict[str, Any]:
     """One Generate variant at one level. ``worker`` names our server's process, None for
     direct; its CPU per stream, against ``answer_s`` (how long the upstream takes to stream
     one answer when nothing is loaded), gives the concurrent streams of that pace one core
-    sustains."""
+    sustains. ``caller`` names the load generator's process (``bench``: this one; ``loadgen``:
+    the Go one). Fallbacks are answers on the fallback route (from a healthy upstream, none
+    should be)."""
     results = m.results
     wall = m.wall_s
     tokens = sum(r.tokens for r in results)
+    routes = Counter(r.route for r in results)
     row: dict[str, Any] = _counts(m, planned)
     row.update(
         {
-            "routes": dict(Counter(r.route for r in results)),
+            "routes": dict(routes),
+            "fallbacks": routes.get("fallback", 0),
             "ttft": latency_summary_ms([r.ttft_s for r in results]),
             "itl": latency_summary_ms(_finite([r.itl_s for r in results])),
             "frame_gap": latency_summary_ms([g for r in results for g in r.gaps_s]),
@@ -89,7 +107,7 @@ def stream_summary(
             },
         }
     )
-    row.update(_cpu(m, worker))
+    row.update(_cpu(m, worker, caller))
     # A stream occupies its server for the upstream's whole answer but needs CPU only now and
     # then: answer duration / CPU per stream is how many such streams one core keeps going.
     # (Not the measured duration: on a saturated machine that stretches with the load.)
@@ -129,6 +147,27 @@ def stream_comparison(
             ours_row["aggregate_tokens_per_s"], direct_row["aggregate_tokens_per_s"]
         ),
     }
+
+
+def saturation(levels: Sequence[dict[str, Any]], workers: dict[str, int]) -> dict[str, Any]:
+    """Per server (by row name, with its worker count): the most streams per second it served
+    at any level (at saturation, where more concurrency adds none), the level, and the ratio
+    to the server of the same variant with the fewest workers."""
+    out: dict[str, Any] = {}
+    for name, count in workers.items():
+        best, at = math.nan, None
+        for level in levels:
+            rate = level["variants"][name]["streams_per_s"]
+            if not math.isnan(rate) and (at is None or rate > best):
+                best, at = rate, level["concurrency"]
+        out[name] = {"workers": count, "streams_per_s": best, "at_concurrency": at}
+    for name, row in out.items():
+        variant = name.split(" ")[0]
+        peers = [n for n in out if n.split(" ")[0] == variant]
+        fewest = min(peers, key=lambda n: out[n]["workers"])
+        row["baseline"] = fewest
+        row["ratio_to_baseline"] = ratio(row["streams_per_s"], out[fewest]["streams_per_s"])
+    return out
 
 
 def retrieve_summary(

@@ -1,5 +1,8 @@
-"""The scripted OpenAI-compatible upstream as a child process
-(``python -m groundwire.server.scripted_llm``), scripted over its HTTP control endpoints."""
+"""The scripted OpenAI-compatible upstream as a child process, scripted over its HTTP control
+endpoints: the Go one (``loadgen upstream``, the default: at a thousand streams of 64 tokens
+5 ms apart the Python one cannot keep pace, and its lag would be charged to whoever calls it)
+or the Python one (``python -m groundwire.server.scripted_llm``). Both speak the same
+protocol and the same control endpoints."""
 
 from __future__ import annotations
 
@@ -111,19 +114,28 @@ class ScriptedUpstream:
                 time.sleep(0.1)
 
 
+UPSTREAMS = ("go", "python")
+
+
 @contextlib.contextmanager
-def scripted_upstream(log_dir: Path) -> Iterator[ScriptedUpstream]:
-    """A scripted upstream on a free loopback port for the block."""
+def scripted_upstream(log_dir: Path, kind: str = "python") -> Iterator[ScriptedUpstream]:
+    """A scripted upstream (``kind``: one of ``UPSTREAMS``) on a free loopback port for the
+    block."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "groundwire.server.scripted_llm",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    if kind == "go":
+        from groundwire.server.benchmark.go_loadgen import upstream_argv
+
+        argv = upstream_argv(port)
+    else:
+        argv = [
+            sys.executable,
+            "-m",
+            "groundwire.server.scripted_llm",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
     with child_process("upstream", argv, child_env({}), log_dir) as child:
         upstream = ScriptedUpstream(f"http://127.0.0.1:{port}/v1", child)
         upstream.wait_until_up()
