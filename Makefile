@@ -18,6 +18,7 @@ KUSTOMIZE_VERSION := v5.8.1
 KUBERNETES_VERSIONS := 1.30.0 1.37.0
 TS_SDK := sdks/typescript
 GO_SDK := sdks/go
+LOADGEN := bench/loadgen
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -39,10 +40,11 @@ test: $(VENV)/.installed redis-server sdk-deps
 check: lint check-generated breaking deploy-check
 
 # requirements.lock pins every package (torch included), so nothing pulls in a second torch.
+# The torch extra is for the parity tests (ONNX against torch) and GROUNDWIRE_EMBEDDER=local-torch.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c requirements.lock -e ".[local,dev,tools]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[local,torch,dev,tools]"
 	@touch $@
 
 # `npm ci` rejects this lock (npm 11 drops the other platforms' optional buf binaries from it);
@@ -63,9 +65,11 @@ lint: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	@cd $(GO_SDK) && unformatted=$$(gofmt -l .) && [ -z "$$unformatted" ] || \
-	  { echo "gofmt would change: $$unformatted"; exit 1; }
+	@for dir in $(GO_SDK) $(LOADGEN); do \
+	  unformatted=$$(cd $$dir && gofmt -l .) && [ -z "$$unformatted" ] || \
+	  { echo "gofmt would change in $$dir: $$unformatted"; exit 1; }; done
 	cd $(GO_SDK) && go vet ./...
+	cd $(LOADGEN) && go vet ./...
 
 format: $(VENV)/.installed node_modules/.installed
 	$(BUF) format -w
@@ -75,6 +79,7 @@ format: $(VENV)/.installed node_modules/.installed
 # The SDKs' own dependencies: Go modules (from the module proxy) and the TypeScript packages.
 sdk-deps: $(TS_SDK)/node_modules/.installed
 	cd $(GO_SDK) && go mod download
+	cd $(LOADGEN) && go mod download
 
 $(TS_SDK)/node_modules/.installed: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
 	cd $(TS_SDK) && npm install --no-audit --no-fund --loglevel=error
@@ -90,6 +95,11 @@ $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION):
 	gobin=$$(mktemp -d) && \
 	  GOBIN=$$gobin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && \
 	  mkdir -p $(TOOLS) && mv $$gobin/kustomize $@ && rmdir $$gobin
+
+# The Go load generator and scripted upstream of `groundwire bench` (which also builds it on
+# first use, and again when its sources or the Go SDK's change: the digest beside it says).
+$(TOOLS)/loadgen: $(VENV)/.installed $(wildcard $(LOADGEN)/*.go $(LOADGEN)/go.* $(GO_SDK)/groundwire/*.go)
+	$(PY) -m groundwire.server.benchmark.go_loadgen
 
 # protoc-gen-go and protoc-gen-go-grpc at pinned versions, in .tools/bin.
 $(TOOLS)/.installed: Makefile
@@ -137,7 +147,7 @@ eval-gate: $(VENV)/.installed
 
 ## bench: Retrieve and Generate under load over gRPC beside the direct calls, at concurrency
 ## 1, 32 and 256; tables, JSON and plots in results/bench
-bench: $(VENV)/.installed redis-server
+bench: $(VENV)/.installed redis-server $(TOOLS)/loadgen
 	$(VENV)/bin/groundwire bench --dataset $(SCIFACT)
 
 clean:

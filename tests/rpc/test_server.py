@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -108,28 +110,42 @@ async def test_health_reflection_and_capabilities(make_server: ServerFactory) ->
         response = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert response.status == health_pb2.HealthCheckResponse.SERVING
 
-    reflection = reflection_pb2_grpc.ServerReflectionStub(running.channel)
+    # Reflection v1alpha through its stub, and v1 by its method path: the two versions'
+    # messages are the same on the wire, so v1alpha's classes read and write both.
+    v1alpha = reflection_pb2_grpc.ServerReflectionStub(running.channel).ServerReflectionInfo
+    v1 = running.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
 
-    async def ask() -> reflection_pb2.ServerReflectionResponse:
-        async for response in reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        ):
-            return response
+    async def ask(
+        method: Any, request: reflection_pb2.ServerReflectionRequest
+    ) -> reflection_pb2.ServerReflectionResponse:
+        async for response in method(iter([request])):
+            return cast(reflection_pb2.ServerReflectionResponse, response)
         raise AssertionError("no reflection response")
 
-    listed = {s.name for s in (await ask()).list_services_response.service}
-    assert {
-        "groundwire.v1.RetrievalService",
-        "groundwire.v1.GenerationService",
-        "groundwire.v1.DocumentService",
-        "groundwire.v1.CapabilitiesService",
-        "grpc.health.v1.Health",
-    } <= listed
+    for method in (v1alpha, v1):
+        listing = await ask(method, reflection_pb2.ServerReflectionRequest(list_services=""))
+        assert {
+            "groundwire.v1.RetrievalService",
+            "groundwire.v1.GenerationService",
+            "groundwire.v1.DocumentService",
+            "groundwire.v1.CapabilitiesService",
+            "grpc.health.v1.Health",
+        } <= {s.name for s in listing.list_services_response.service}
+        # The error details' types resolve, so a reflecting client can decode a status.
+        details = await ask(
+            method,
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="google.rpc.ErrorInfo"),
+        )
+        assert details.file_descriptor_response.file_descriptor_proto
 
     caps = await running.capabilities.GetCapabilities(
         capabilities_pb2.GetCapabilitiesRequest(), metadata=auth(KEY_A)
     )
-    assert caps.embedder_id == "all-MiniLM-L6-v2/384"
+    assert caps.embedder_id == "all-MiniLM-L6-v2-int8/384"
     assert set(caps.retrieval_modes) == {
         retrieval_pb2.RETRIEVAL_MODE_DENSE,
         retrieval_pb2.RETRIEVAL_MODE_SPARSE,

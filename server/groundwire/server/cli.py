@@ -14,10 +14,8 @@ from google.protobuf import duration_pb2, json_format
 from grpc_status import rpc_status
 from tqdm import tqdm
 
-from groundwire.clients.errors import GroundwireError
 from groundwire.server import cli_ask
 from groundwire.server.documents_io import count_documents, discover, read_documents
-from groundwire.server.pipeline.generation.catalog import CatalogError
 from groundwire.server.settings import CliSettings, SettingsError
 from groundwire.v1 import (
     documents_pb2,
@@ -185,29 +183,26 @@ async def _ask(args: argparse.Namespace) -> int:
         return await cli_ask.ask(args, request, _call_metadata(args), channel)
 
 
-def _serve(_: argparse.Namespace) -> int:
-    from groundwire.server.app import serve
+def _serve(args: argparse.Namespace) -> int:
+    # Nothing that imports prometheus_client may load before the worker supervisor has set
+    # its multiprocess directory (groundwire.server.workers): app and telemetry load later.
     from groundwire.server.logging_setup import configure_logging
     from groundwire.server.settings import load_settings
-    from groundwire.server.telemetry import start_metrics_endpoint
+    from groundwire.server.workers import run_server, supervise
 
+    overrides = {"workers": args.workers} if args.workers is not None else {}
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        return supervise(settings)
+    from groundwire.server.telemetry import start_metrics_endpoint
+
     start_metrics_endpoint(settings)
-    try:
-        asyncio.run(serve(settings))
-    except GroundwireError as exc:
-        # A refusal to start (embedder mismatch, unreachable store): say why, no traceback.
-        print(f"groundwire: cannot start: {exc.message}", file=sys.stderr)
-        return 3
-    except CatalogError as exc:
-        print(f"groundwire: cannot start: GROUNDWIRE_LLM_CATALOG: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_server(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="print the response as JSON")
         return cmd
 
-    sub.add_parser("serve", help="run the gRPC server (configured by GROUNDWIRE_* variables)")
+    serve = sub.add_parser(
+        "serve", help="run the gRPC server (configured by GROUNDWIRE_* variables)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the port (GROUNDWIRE_WORKERS; default: the usable "
+        "cores; 1: a single process)",
+    )
 
     ingest = client("ingest", "index .txt, .md and BEIR .jsonl files through the API")
     ingest.add_argument("paths", nargs="+", help="files or directories")
@@ -271,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
         )
+    from groundwire.server.reindex import command as reindex_command
+
+    reindex_command.add_arguments(
+        sub.add_parser(
+            "reindex",
+            help="change embedders without downtime: build, compare, switch, rollback",
+            description=reindex_command.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -279,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "reindex":
+        from groundwire.server.reindex import command as reindex_command
+
+        return reindex_command.main(args)
     if args.command in ("eval", "bench"):
         from groundwire.server.benchmark import command as bench_command
         from groundwire.server.evaluation import command as eval_command

