@@ -22,7 +22,7 @@ from groundwire.clients.cache import RedisCache
 from groundwire.clients.embedder import OpenAIEmbedder, TorchEmbedder
 from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.onnx_embedder import OnnxEmbedder
-from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
+from groundwire.clients.ports import Cache, DenseEmbedder, Tokenizer, VectorStore
 from groundwire.clients.redis_link import RedisLink, key_namespace, redacted
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
@@ -317,19 +317,15 @@ async def assemble_components(
     quotas = build_quotas(
         settings, link=redis, namespace=namespace, currency=routes.catalog.currency
     )
-    generation = GenerationPipeline(
-        retrieval=retrieval,
+    generation = build_generation(
+        settings,
+        retriever=retrieval,
         routes=routes,
-        prompts=PromptBuilder(TokenCounter(tokenizer)),
-        answers=AnswerCache(
-            cache,
-            writes,
-            ttl_s=settings.answer_cache_ttl_s,
-            max_temperature=settings.answer_cache_max_temperature,
-        ),
+        tokenizer=tokenizer,
+        cache=cache,
+        writes=writes,
         sparse=sparse,
-        coalesce_deltas=settings.coalesce_deltas,
-        budget=quotas,
+        quotas=quotas,
     )
     return Components(
         store=store,
@@ -341,6 +337,35 @@ async def assemble_components(
         redis=redis,
         namespace=namespace,
         quotas=quotas,
+    )
+
+
+def build_generation(
+    settings: Settings,
+    *,
+    retriever: Retriever,
+    routes: ModelRoutes,
+    tokenizer: Tokenizer,
+    cache: Cache | None,
+    writes: CacheWrites,
+    sparse: Bm25Encoder,
+    quotas: Quotas | None,
+) -> GenerationPipeline:
+    """The generation pipeline over ``retriever`` (in this process or another), prompts sized
+    in ``tokenizer``'s tokens, answers cached through ``cache``."""
+    return GenerationPipeline(
+        retrieval=retriever,
+        routes=routes,
+        prompts=PromptBuilder(TokenCounter(tokenizer)),
+        answers=AnswerCache(
+            cache,
+            writes,
+            ttl_s=settings.answer_cache_ttl_s,
+            max_temperature=settings.answer_cache_max_temperature,
+        ),
+        sparse=sparse,
+        coalesce_deltas=settings.coalesce_deltas,
+        budget=quotas,
     )
 
 

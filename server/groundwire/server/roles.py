@@ -25,9 +25,7 @@ from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.server.owner_socket import TrustedCallInterceptor, bind_private
 from groundwire.server.pipeline.cache_writes import CacheWrites
-from groundwire.server.pipeline.generation.answer_cache import AnswerCache
 from groundwire.server.pipeline.generation.pipeline import GenerationPipeline
-from groundwire.server.pipeline.generation.prompt import PromptBuilder, TokenCounter
 from groundwire.server.pipeline.remote_retrieval import Hop, RemoteRetriever
 from groundwire.server.quotas import Quotas, build_quotas
 from groundwire.server.servicers.capabilities import CapabilitiesServicer
@@ -154,7 +152,7 @@ async def build_remote_components(
     """Generation over ``retriever``, with the cache and quotas under the far store's
     namespace (the owner tells it; a retrieval deployment over the network does not, and
     then this deployment's entries are its own)."""
-    from groundwire.server.app import build_routes, cache_for_identity
+    from groundwire.server.app import build_generation, build_routes, cache_for_identity
 
     identity = retriever.index_identity or f"remote:{settings.retrieval_url}"
     try:
@@ -170,20 +168,16 @@ async def build_remote_components(
     quotas = build_quotas(
         settings, link=redis, namespace=namespace, currency=routes.catalog.currency
     )
-    generation = GenerationPipeline(
-        retrieval=retriever,
+    generation = build_generation(
+        settings,
+        retriever=retriever,
         routes=routes,
         # MiniLM's own tokenizer, as the owner's embedder has: prompts are sized alike.
-        prompts=PromptBuilder(TokenCounter(default_remote_tokenizer())),
-        answers=AnswerCache(
-            cache,
-            writes,
-            ttl_s=settings.answer_cache_ttl_s,
-            max_temperature=settings.answer_cache_max_temperature,
-        ),
+        tokenizer=default_remote_tokenizer(),
+        cache=cache,
+        writes=writes,
         sparse=sparse,
-        coalesce_deltas=settings.coalesce_deltas,
-        budget=quotas,
+        quotas=quotas,
     )
     return RemoteComponents(
         retriever=retriever,
