@@ -275,13 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
         )
-    from groundwire.server.reindex import command as reindex_command
+    from groundwire.server.reindex import arguments as reindex_arguments
 
-    reindex_command.add_arguments(
+    reindex_arguments.add_arguments(
         sub.add_parser(
             "reindex",
             help="change embedders without downtime: build, compare, switch, rollback",
-            description=reindex_command.__doc__,
+            description=reindex_arguments.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )

@@ -180,6 +180,13 @@ def supervise(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if "prometheus_client" in sys.modules:
+        # Its metrics would already hold their values in this process's memory: the workers
+        # would count into copies the endpoint never reads, and it would serve nothing.
+        raise RuntimeError(
+            "prometheus_client was imported before the worker supervisor set its "
+            "multiprocess directory: keep it out of what `groundwire serve` loads first"
+        )
     metrics_dir = Path(tempfile.mkdtemp(prefix="groundwire-metrics-"))
     # Before anything imports prometheus_client, in this process or a worker.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)

@@ -1,21 +1,5 @@
-"""``groundwire reindex``: change embedders without downtime.
-
-The environment (``GROUNDWIRE_*``) describes the configuration the servers will run after
-the switch: its embedder embeds the new generation, its store settings name where the
-generations live. Steps::
-
-    groundwire reindex build      # the next generation beside the live one, re-embedded
-    groundwire reindex compare …  # optional: nDCG@10 old vs new on a judged set
-    groundwire reindex switch     # catch up, then switch the alias (pointer) atomically
-    (rolling restart of the servers with the new configuration)
-    groundwire reindex catch-up   # copy what servers on the old generation wrote meanwhile
-    groundwire reindex rollback   # the previous generation live again (restart the servers
-                                  # with the old configuration)
-    groundwire reindex status
-
-Running servers keep the generation they started on (their embedder was built for it), so
-calls in flight never see a switch; each server moves when it restarts.
-"""
+"""``groundwire reindex``: the steps (usage and arguments in
+:mod:`groundwire.server.reindex.arguments`)."""
 
 from __future__ import annotations
 
@@ -194,24 +178,6 @@ async def status(settings: Settings, say: Say = print) -> None:
             say(f" {mark} {_describe(generation)}")
     finally:
         await deployment.close()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The subcommands."""
-    steps = parser.add_subparsers(dest="step", required=True)
-    steps.add_parser("status", help="the generations and which one is live")
-    steps.add_parser("build", help="re-embed the live generation into the next one")
-    flip = steps.add_parser("switch", help="catch up, then make the built generation live")
-    flip.add_argument(
-        "--no-catch-up", action="store_true", help="switch without copying recent writes first"
-    )
-    steps.add_parser("catch-up", help="after a switch: copy writes made on the previous one")
-    steps.add_parser("rollback", help="make the previous generation live again")
-    from groundwire.server.reindex import compare
-
-    compare.add_arguments(
-        steps.add_parser("compare", help="nDCG@10 of two servers (old, new) on a judged set")
-    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,22 +21,8 @@ from groundwire.server.cli import CHANNEL_OPTIONS
 from groundwire.server.evaluation.beir import DatasetError, load_dataset
 from groundwire.server.evaluation.metrics import RANKING_METRICS
 from groundwire.server.evaluation.retrieval_eval import retrieve_all, score_mode
-from groundwire.server.settings import CliSettings
 
 MODE_NAMES = ("dense", "sparse", "hybrid")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The compare step's arguments."""
-    defaults = CliSettings()
-    parser.add_argument("dataset", type=Path, metavar="DATASET", help="a BEIR dataset folder")
-    parser.add_argument("--old", required=True, metavar="HOST:PORT", help="the live server")
-    parser.add_argument("--new", required=True, metavar="HOST:PORT", help="the shadow server")
-    parser.add_argument("--api-key", default=defaults.api_key, help="API key of the tenant")
-    parser.add_argument("--modes", default="dense,hybrid", help="default dense,hybrid")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit-queries", type=int, metavar="N")
-    parser.add_argument("--top-k", type=int, default=100, metavar="N")
 
 
 async def compare(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
