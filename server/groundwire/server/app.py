@@ -152,29 +152,39 @@ async def build_dense_embedder(settings: Settings) -> DenseEmbedder | None:
     return None
 
 
+def qdrant_nodes(settings: Settings) -> QdrantNodes:
+    """The Qdrant nodes, their timeouts and retries as the settings name them."""
+    search_s, write_s, index_s = settings.qdrant_timeouts
+    return QdrantNodes.of(
+        settings.qdrant_urls,
+        read_urls=settings.qdrant_read_urls,
+        grpc_port=settings.qdrant_grpc_port,
+        api_key=settings.qdrant_api_key,
+        prefer_grpc=settings.qdrant_prefer_grpc,
+        timeouts=Timeouts(search_s, write_s, index_s),
+        retries=settings.qdrant_retries,
+    )
+
+
+def qdrant_store(settings: Settings, collection: str) -> QdrantVectorStore:
+    """A Qdrant store on ``collection`` (a name or an alias), with the settings' cluster,
+    consistency and index options (the server's own, and each generation of a reindex)."""
+    return QdrantVectorStore.connect(
+        qdrant_nodes(settings),
+        collection=collection,
+        replication_factor=settings.qdrant_replication_factor,
+        write_consistency_factor=settings.qdrant_write_consistency_factor,
+        read_consistency=qdrant_tenancy.read_consistency(settings.qdrant_read_consistency),
+        write_ordering=qdrant_tenancy.write_ordering(settings.qdrant_write_ordering),
+        hnsw=settings.qdrant_hnsw,
+    )
+
+
 async def build_store(settings: Settings) -> VectorStore:
     """The vector store the settings name."""
     if settings.vector_store is VectorStoreKind.QDRANT:
         assert settings.qdrant_url is not None  # checked by Settings
-        search_s, write_s, index_s = settings.qdrant_timeouts
-        nodes = QdrantNodes.of(
-            settings.qdrant_urls,
-            read_urls=settings.qdrant_read_urls,
-            grpc_port=settings.qdrant_grpc_port,
-            api_key=settings.qdrant_api_key,
-            prefer_grpc=settings.qdrant_prefer_grpc,
-            timeouts=Timeouts(search_s, write_s, index_s),
-            retries=settings.qdrant_retries,
-        )
-        store = QdrantVectorStore.connect(
-            nodes,
-            collection=settings.qdrant_collection,
-            replication_factor=settings.qdrant_replication_factor,
-            write_consistency_factor=settings.qdrant_write_consistency_factor,
-            read_consistency=qdrant_tenancy.read_consistency(settings.qdrant_read_consistency),
-            write_ordering=qdrant_tenancy.write_ordering(settings.qdrant_write_ordering),
-            hnsw=settings.qdrant_hnsw,
-        )
+        store = qdrant_store(settings, settings.qdrant_collection)
         try:
             await store.pin()  # the alias's collection now; a reindex switch needs a restart
         except BaseException:
@@ -311,12 +321,7 @@ async def assemble_components(
         max_document_bytes=settings.max_document_bytes,
         batch_documents=settings.ingest_batch_documents,
     )
-    # Quotas share the cache's link (one pool, one breaker) and its index namespace.
-    redis = cache.link if isinstance(cache, RedisCache) else None
-    namespace = key_namespace(settings.redis_key_prefix, store.identity)
-    quotas = build_quotas(
-        settings, link=redis, namespace=namespace, currency=routes.catalog.currency
-    )
+    redis, namespace, quotas = shared_counters(settings, cache, store.identity, routes)
     generation = build_generation(
         settings,
         retriever=retrieval,
@@ -338,6 +343,19 @@ async def assemble_components(
         namespace=namespace,
         quotas=quotas,
     )
+
+
+def shared_counters(
+    settings: Settings, cache: Cache | None, identity: str, routes: ModelRoutes
+) -> tuple[RedisLink | None, str, Quotas | None]:
+    """The Redis link, the namespace of the index named ``identity`` and the quotas counted
+    under it. Quotas share the cache's link (one pool, one breaker) and its namespace."""
+    redis = cache.link if isinstance(cache, RedisCache) else None
+    namespace = key_namespace(settings.redis_key_prefix, identity)
+    quotas = build_quotas(
+        settings, link=redis, namespace=namespace, currency=routes.catalog.currency
+    )
+    return redis, namespace, quotas
 
 
 def build_generation(

@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from groundwire.clients.cache import RedisCache
 from groundwire.clients.ports import Cache
-from groundwire.clients.redis_link import RedisLink, key_namespace
+from groundwire.clients.redis_link import RedisLink
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.server.owner_socket import TrustedCallInterceptor, bind_private
 from groundwire.server.pipeline.cache_writes import CacheWrites
 from groundwire.server.pipeline.generation.pipeline import GenerationPipeline
 from groundwire.server.pipeline.remote_retrieval import Hop, RemoteRetriever
-from groundwire.server.quotas import Quotas, build_quotas
+from groundwire.server.quotas import Quotas
 from groundwire.server.servicers.capabilities import CapabilitiesServicer
 from groundwire.server.servicers.documents import DocumentServicer
 from groundwire.server.servicers.retrieval import RetrievalServicer
@@ -152,7 +151,12 @@ async def build_remote_components(
     """Generation over ``retriever``, with the cache and quotas under the far store's
     namespace (the owner tells it; a retrieval deployment over the network does not, and
     then this deployment's entries are its own)."""
-    from groundwire.server.app import build_generation, build_routes, cache_for_identity
+    from groundwire.server.app import (
+        build_generation,
+        build_routes,
+        cache_for_identity,
+        shared_counters,
+    )
 
     identity = retriever.index_identity or f"remote:{settings.retrieval_url}"
     try:
@@ -163,11 +167,7 @@ async def build_remote_components(
         raise
     sparse = Bm25Encoder(avg_len=settings.bm25_avg_len)
     writes = CacheWrites(cache)
-    redis = cache.link if isinstance(cache, RedisCache) else None
-    namespace = key_namespace(settings.redis_key_prefix, identity)
-    quotas = build_quotas(
-        settings, link=redis, namespace=namespace, currency=routes.catalog.currency
-    )
+    redis, namespace, quotas = shared_counters(settings, cache, identity, routes)
     generation = build_generation(
         settings,
         retriever=retriever,

@@ -15,17 +15,16 @@ from typing import Protocol
 
 from groundwire.clients.errors import VectorStoreUnavailableError
 from groundwire.clients.models import CollectionInfo
-from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore, qdrant_tenancy
+from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
 from groundwire.clients.vector_store import edge_pointer as ep
 from groundwire.clients.vector_store import payload as pl
 from groundwire.clients.vector_store import qdrant_alias as qa
 from groundwire.clients.vector_store.edge import RECORD_FILE
 from groundwire.clients.vector_store.qdrant_connection import (
     QdrantConnection,
-    QdrantNodes,
-    Timeouts,
 )
 from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset
+from groundwire.server.app import qdrant_nodes, qdrant_store
 from groundwire.server.reindex.sync import Scannable, Target
 from groundwire.server.settings import Settings, VectorStoreKind
 
@@ -96,20 +95,6 @@ class _Empty:
         return [], None
 
 
-def qdrant_nodes(settings: Settings) -> QdrantNodes:
-    """The Qdrant nodes the settings name (as ``app.build_store`` builds them)."""
-    search_s, write_s, index_s = settings.qdrant_timeouts
-    return QdrantNodes.of(
-        settings.qdrant_urls,
-        read_urls=settings.qdrant_read_urls,
-        grpc_port=settings.qdrant_grpc_port,
-        api_key=settings.qdrant_api_key,
-        prefer_grpc=settings.qdrant_prefer_grpc,
-        timeouts=Timeouts(search_s, write_s, index_s),
-        retries=settings.qdrant_retries,
-    )
-
-
 class QdrantDeployment:
     """Generations ``<name>__<n>`` under the alias ``GROUNDWIRE_QDRANT_COLLECTION``."""
 
@@ -155,16 +140,7 @@ class QdrantDeployment:
         return [await self._describe(name, number) for number, name in listed]
 
     def _store(self, name: str) -> QdrantVectorStore:
-        settings = self._settings
-        store = QdrantVectorStore.connect(
-            qdrant_nodes(settings),
-            collection=name,
-            replication_factor=settings.qdrant_replication_factor,
-            write_consistency_factor=settings.qdrant_write_consistency_factor,
-            read_consistency=qdrant_tenancy.read_consistency(settings.qdrant_read_consistency),
-            write_ordering=qdrant_tenancy.write_ordering(settings.qdrant_write_ordering),
-            hnsw=settings.qdrant_hnsw,
-        )
+        store = qdrant_store(self._settings, name)
         self._stores.append(store)
         return store
 
