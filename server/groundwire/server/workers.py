@@ -283,10 +283,16 @@ class _Supervisor:
     def _watch(self) -> None:
         from prometheus_client import multiprocess
 
-        while self._alive():
+        while True:
+            # Every worker not yet handled here, whether or not it has been reaped: a dead
+            # worker's sentinel is readable before waitpid can reap it, so a list of the live
+            # ones only (exitcode None) could drop a worker reaped between the wake-up and
+            # the next wait, and the supervisor would then wait on without ever handling it.
+            waiting = [p for i, p in self.workers.items() if i not in self.reaped]
+            if not waiting:
+                break
             timeout = None if self.kill_at is None else max(0.0, self.kill_at - time.monotonic())
-            sentinels: list[int] = [p.sentinel for p in self._alive().values()]
-            connection.wait([*sentinels, self.wake_read], timeout)
+            connection.wait([*(p.sentinel for p in waiting), self.wake_read], timeout)
             with contextlib.suppress(BlockingIOError):
                 os.read(self.wake_read, 64)
             while self.signals:
