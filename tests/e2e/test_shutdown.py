@@ -13,7 +13,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from groundwire.server.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import (
@@ -24,22 +23,9 @@ from groundwire.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from tests.e2e.serving import wait_serving
 from tests.redis_server import free_port
 from tests.rpc.generation import collect, passages_request
-
-
-async def _wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen[bytes]) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    for _ in range(300):
-        assert process.poll() is None, "server exited during start-up"
-        try:
-            response = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("server never became SERVING")
 
 
 def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
@@ -72,7 +58,7 @@ async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:
     process = _serve(tmp_path, port)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await _wait_serving(channel, process)
+            await wait_serving(f"127.0.0.1:{port}", process, attempts=300)
             sent_first = asyncio.Event()
             terminated = asyncio.Event()
 
@@ -119,7 +105,7 @@ async def test_sigterm_lets_generate_streams_in_flight_finish(tmp_path: Path) ->
         process = _serve(tmp_path, port, GROUNDWIRE_LLM_BASE_URL=llm.base_url)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                await _wait_serving(channel, process)
+                await wait_serving(f"127.0.0.1:{port}", process, attempts=300)
                 stub = generation_pb2_grpc.GenerationServiceStub(channel)
                 request = passages_request(bypass_cache=True)
                 calls = [stub.Generate(request, timeout=30) for _ in range(4)]

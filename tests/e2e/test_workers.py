@@ -23,7 +23,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from groundwire.server.pipeline.remote_retrieval import INTERNAL_TENANT_HEADER
 from groundwire.server.scripted_llm import Script, ScriptedLLM, run_in_thread
@@ -35,6 +34,7 @@ from groundwire.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from tests.e2e.serving import wait_serving
 from tests.redis_server import free_port
 from tests.rpc.generation import collect, passages_request
 
@@ -128,21 +128,6 @@ def _start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def _wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
-            assert process.poll() is None, "server exited during start-up"
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("server never became SERVING")
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
@@ -161,7 +146,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         process = _start(env, log_path)
         running = Server(process, port, metrics_port, tmp / "data", log_path, llm)
         try:
-            asyncio.run(_wait_serving(running.address, process))
+            asyncio.run(wait_serving(running.address, process))
             # Both workers are up when the second has said "serving".
             for _ in range(600):
                 if len([x for x in running.log_lines() if x.get("message") == "serving"]) == 2:
@@ -314,7 +299,7 @@ async def test_a_generation_only_process_answers_from_the_retrieval_deployment(
     process = _start(env, log_path)
     try:
         try:
-            await _wait_serving(f"127.0.0.1:{port}", process)
+            await wait_serving(f"127.0.0.1:{port}", process)
         except AssertionError:
             raise AssertionError(log_path.read_text()) from None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -400,7 +385,7 @@ async def test_a_worker_that_dies_stops_the_others_and_the_supervisor_fails(
         process = _start(_env(tmp_path, port, llm, GROUNDWIRE_WORKERS="2"), log_path)
         running = Server(process, port, 0, tmp_path / "data", log_path, llm)
         try:
-            await _wait_serving(running.address, process)
+            await wait_serving(running.address, process)
             for _ in range(600):
                 started = [x for x in running.log_lines() if x.get("message") == "workers started"]
                 serving = [x for x in running.log_lines() if x.get("message") == "serving"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 
 from groundwire.v1 import generation_pb2
 
@@ -30,6 +31,19 @@ def passages_request(
         ),
         **fields,
     )
+
+
+def uncached_request(**fields: Any) -> generation_pb2.GenerateRequest:
+    """:func:`passages_request` that bypasses the answer cache: every call reaches the
+    upstream."""
+    return passages_request(bypass_cache=True, **fields)
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    """A Duration of ``value`` seconds (millisecond precision)."""
+    out = duration_pb2.Duration()
+    out.FromMilliseconds(int(value * 1000))
+    return out
 
 
 @dataclass

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 
 from groundwire.clients.breaker import BreakerState
 from groundwire.server.scripted_llm import Script, ScriptedLLM
@@ -18,8 +16,7 @@ from groundwire.v1 import generation_pb2
 from tests.redis_server import free_port
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.errors import details
-from tests.rpc.generation import assert_well_formed, collect, read_deltas
-from tests.rpc.generation import passages_request as cached_request
+from tests.rpc.generation import assert_well_formed, collect, read_deltas, seconds, uncached_request
 
 FLASH = "deepseek-ai/DeepSeek-V4-Flash"
 QWEN = "Qwen/Qwen3-32B"
@@ -36,17 +33,6 @@ class FakeClock:
         return self.now
 
 
-def passages_request(**fields: Any) -> generation_pb2.GenerateRequest:
-    """Every call reaches the upstream: no answer cache."""
-    return cached_request(bypass_cache=True, **fields)
-
-
-def seconds(value: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromMilliseconds(int(value * 1000))
-    return out
-
-
 async def test_a_rate_limit_goes_to_the_economy_model_and_feeds_the_breaker(
     make_server: ServerFactory, llm: ScriptedLLM
 ) -> None:
@@ -54,7 +40,7 @@ async def test_a_rate_limit_goes_to_the_economy_model_and_feeds_the_breaker(
     running = await make_server(llm_base_url=llm.base_url, clock=clock)
     llm.script(FLASH, Script(status=429, retry_after_s=20))
     started = time.perf_counter()
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert time.perf_counter() - started < 5  # no sleep on the caller's time
     assert stream.error is None
     assert stream.start.route == generation_pb2.ROUTE_ECONOMY
@@ -66,12 +52,12 @@ async def test_a_rate_limit_goes_to_the_economy_model_and_feeds_the_breaker(
     assert flash.rate_limited
     # While it is open the standard tier skips it without calling it, and the request goes
     # where the 429 itself would have sent it: the economy model, not the next standard one.
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "glm-4-plus" and stream.start.route == generation_pb2.ROUTE_ECONOMY
     assert [r.model for r in llm.requests][-1] == GLM and len(llm.requests) == 3
     assert stream.end.attempts == 1  # the skipped primary was never called
     clock.now += 21  # Retry-After has passed: one probe goes to the primary again
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "deepseek-v4-flash"
     assert flash.state is BreakerState.CLOSED
 
@@ -81,10 +67,10 @@ async def test_a_primary_opened_by_failures_still_falls_back_along_the_standard_
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url, breaker_failure_threshold=1)
     llm.script(FLASH, Script(status=500))
-    await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     flash = running.breakers["deepseek-v4-flash"]
     assert flash.state is BreakerState.OPEN and not flash.rate_limited
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     # Down is not rate limited: the standard chain's next model, as before.
     assert stream.start.model == "qwen3-32b" and stream.start.route == generation_pb2.ROUTE_FALLBACK
 
@@ -95,12 +81,12 @@ async def test_a_rate_limited_economy_model_too_goes_on_down_the_standard_chain(
     running = await make_server(llm_base_url=llm.base_url)
     llm.script(FLASH, Script(status=429, retry_after_s=20))
     llm.script(GLM, Script(status=429, retry_after_s=20))
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None
     assert [r.model for r in llm.requests] == [FLASH, GLM, QWEN]
     assert stream.start.model == "qwen3-32b" and stream.end.attempts == 3
     # Both are open now; a later request skips both without calling either.
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "qwen3-32b" and len(llm.requests) == 4
     assert stream.start.route == generation_pb2.ROUTE_FALLBACK and stream.end.attempts == 1
 
@@ -114,12 +100,12 @@ async def test_a_huge_retry_after_opens_the_breaker_for_the_cap_only(
     clock = FakeClock()
     running = await make_server(llm_base_url=llm.base_url, clock=clock, retry_after_cap_s=120)
     llm.script(FLASH, Script(status=429, retry_after_header=header))
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.route == generation_pb2.ROUTE_ECONOMY
     flash = running.breakers["deepseek-v4-flash"]
     assert flash.state is BreakerState.OPEN and flash.open_until == pytest.approx(1120.0)
     clock.now += 120  # the cap has passed: the primary gets its probe
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "deepseek-v4-flash" and flash.state is BreakerState.CLOSED
 
 
@@ -130,12 +116,12 @@ async def test_an_unreadable_or_negative_retry_after_parks_nothing(
     clock = FakeClock()
     running = await make_server(llm_base_url=llm.base_url, clock=clock)
     llm.script(FLASH, Script(status=429, retry_after_header=header))
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.route == generation_pb2.ROUTE_ECONOMY  # the 429 itself still counts
     flash = running.breakers["deepseek-v4-flash"]
     # No hint: one failure counted, not open. Negative: "retry now", open for no time at all.
     assert flash.state is not BreakerState.OPEN
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "deepseek-v4-flash"
 
 
@@ -144,7 +130,7 @@ async def test_a_server_error_falls_back_along_the_chain(
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.script(FLASH, Script(status=500))
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None
     assert stream.start.route == generation_pb2.ROUTE_FALLBACK
     assert (stream.start.model, stream.start.attempt) == ("qwen3-32b", 2)
@@ -157,7 +143,7 @@ async def test_a_hang_before_the_first_token_times_out_and_falls_back(
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.script(FLASH, Script(hang=True))
-    request = passages_request(first_token_timeout=seconds(0.3))
+    request = uncached_request(first_token_timeout=seconds(0.3))
     stream = await collect(running.generation.Generate(request, metadata=auth(KEY_A)))
     assert stream.start.model == "qwen3-32b" and stream.start.route == generation_pb2.ROUTE_FALLBACK
     # The hung request was abandoned: its connection closed.
@@ -178,7 +164,7 @@ async def test_a_stream_cut_midway_continues_on_the_next_model(
         ),
     )
     llm.script(QWEN, Script(tokens=[" [1]", " it", " thins", " blood."], prompt_tokens=60))
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None
     assert_well_formed(stream)
     assert stream.text == "Aspirin lowers fever [1] it thins blood."
@@ -201,7 +187,7 @@ async def test_a_cut_with_no_model_left_ends_with_an_upstream_error_after_the_en
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(tokens=["one", " two", " three"], cut_after_tokens=2))
-    request = passages_request(model="gpt-4o")  # gpt-4o, then the rest of standard
+    request = uncached_request(model="gpt-4o")  # gpt-4o, then the rest of standard
     stream = await collect(running.generation.Generate(request, metadata=auth(KEY_A)))
     assert stream.frames[-1].HasField("end")
     end = stream.end
@@ -219,7 +205,7 @@ async def test_every_model_down_degrades_to_a_cited_extract(
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(status=503))
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None
     assert_well_formed(stream)
     assert stream.start.route == generation_pb2.ROUTE_DEGRADED
@@ -231,7 +217,7 @@ async def test_every_model_down_degrades_to_a_cited_extract(
 
 async def test_no_upstream_listening_at_all_degrades_too(make_server: ServerFactory) -> None:
     running = await make_server(llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None
     assert_well_formed(stream)
     assert stream.start.route == generation_pb2.ROUTE_DEGRADED
@@ -250,20 +236,20 @@ async def test_the_breaker_opens_after_repeated_failures_then_half_opens_and_clo
     llm.script(FLASH, *[Script(status=500)] * 3)
     for _ in range(3):
         stream = await collect(
-            running.generation.Generate(passages_request(), metadata=auth(KEY_A))
+            running.generation.Generate(uncached_request(), metadata=auth(KEY_A))
         )
         assert stream.start.model == "qwen3-32b"
     assert flash.state is BreakerState.OPEN
     calls = len(llm.requests)
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "qwen3-32b" and len(llm.requests) == calls + 1  # skipped
     clock.now += 30
     assert flash.state is BreakerState.HALF_OPEN
     llm.script(FLASH, Script(status=500))  # the probe fails: open again
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert llm.requests[-2].model == FLASH and flash.state is BreakerState.OPEN
     clock.now += 30
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.start.model == "deepseek-v4-flash" and flash.state is BreakerState.CLOSED
 
 
@@ -272,7 +258,7 @@ async def test_cancel_closes_the_upstream_and_still_accounts_the_tokens(
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(tokens=[f" t{i}" for i in range(400)], inter_token_s=0.01))
-    call = running.generation.Generate(passages_request(), metadata=auth(KEY_A))
+    call = running.generation.Generate(uncached_request(), metadata=auth(KEY_A))
     with caplog.at_level(logging.INFO, logger="groundwire.answers"):
         assert await read_deltas(call, 5) == 5
         cancelled_at = time.monotonic()
@@ -299,7 +285,7 @@ async def test_a_deadline_ends_the_answer_with_an_end_frame_and_closes_the_upstr
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(tokens=[f" t{i}" for i in range(400)], inter_token_s=0.01))
-    call = running.generation.Generate(passages_request(), metadata=auth(KEY_A), timeout=1.0)
+    call = running.generation.Generate(uncached_request(), metadata=auth(KEY_A), timeout=1.0)
     stream = await collect(call)
     assert stream.frames[-1].HasField("end")
     assert stream.end.finish_reason == generation_pb2.FINISH_REASON_TIME_LIMIT
@@ -314,7 +300,7 @@ async def test_a_soft_time_limit_ends_the_answer_cleanly(
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(tokens=[f" t{i}" for i in range(400)], inter_token_s=0.01))
-    request = passages_request(time_limit=seconds(0.5))
+    request = uncached_request(time_limit=seconds(0.5))
     stream = await collect(running.generation.Generate(request, metadata=auth(KEY_A)))
     assert stream.error is None
     assert stream.end.finish_reason == generation_pb2.FINISH_REASON_TIME_LIMIT
@@ -327,7 +313,7 @@ async def test_a_time_limit_before_the_first_token_is_a_deadline_status(
 ) -> None:
     running = await make_server(llm_base_url=llm.base_url)
     llm.set_default(Script(hang=True))
-    request = passages_request(time_limit=seconds(0.3))
+    request = uncached_request(time_limit=seconds(0.3))
     stream = await collect(running.generation.Generate(request, metadata=auth(KEY_A)))
     assert not stream.frames
     assert stream.error is not None

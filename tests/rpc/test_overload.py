@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -27,8 +26,7 @@ from groundwire.server.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, Running, ServerFactory, auth
 from tests.rpc.errors import details
-from tests.rpc.generation import assert_well_formed, collect
-from tests.rpc.generation import passages_request as cached_request
+from tests.rpc.generation import assert_well_formed, collect, seconds, uncached_request
 
 FLASH = "deepseek-ai/DeepSeek-V4-Flash"
 GENERATION = "groundwire.v1.GenerationService"
@@ -39,17 +37,6 @@ RETRIEVAL = "groundwire.v1.RetrievalService"
 def embedder() -> None:
     """No model: nothing here needs the meaning of a text (sparse retrieval only)."""
     return None
-
-
-def passages_request(**fields: Any) -> generation_pb2.GenerateRequest:
-    """Every call reaches the upstream: no answer cache."""
-    return cached_request(bypass_cache=True, **fields)
-
-
-def seconds(value: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromMilliseconds(int(value * 1000))
-    return out
 
 
 def refusals(service: str) -> float:
@@ -122,7 +109,7 @@ async def test_streams_past_the_bound_are_refused_and_the_admitted_finish_untouc
     refused_before, inflight_before = refusals(GENERATION), inflight(GENERATION)
     admitted = [
         asyncio.create_task(
-            collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+            collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
         )
         for _ in range(2)
     ]
@@ -133,7 +120,7 @@ async def test_streams_past_the_bound_are_refused_and_the_admitted_finish_untouc
     for i in range(3):
         correlation_id = f"overload-{i}"
         call = running.generation.Generate(
-            passages_request(), metadata=auth(KEY_A, **{"x-correlation-id": correlation_id})
+            uncached_request(), metadata=auth(KEY_A, **{"x-correlation-id": correlation_id})
         )
         stream = await collect(call)
         assert not stream.frames
@@ -173,7 +160,7 @@ async def test_streams_past_the_bound_are_refused_and_the_admitted_finish_untouc
     await settled(running)
     await until(lambda: inflight(GENERATION) == inflight_before, "the in-flight gauge is back")
     # With room again, the next stream is served.
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None and stream.end.finish_reason == generation_pb2.FINISH_REASON_STOP
 
 
@@ -209,7 +196,7 @@ async def test_unary_calls_past_their_bound_are_refused_streams_and_health_are_n
     assert_overloaded(refused.value)
     assert refusals(RETRIEVAL) == refused_before + 1
     # A stream still comes in, and health answers whatever the load.
-    stream = await collect(running.generation.Generate(passages_request(), metadata=auth(KEY_A)))
+    stream = await collect(running.generation.Generate(uncached_request(), metadata=auth(KEY_A)))
     assert stream.error is None and stream.end.finish_reason == generation_pb2.FINISH_REASON_STOP
     health = health_pb2_grpc.HealthStub(running.channel)
     for _ in range(3):
@@ -239,7 +226,7 @@ async def test_a_first_token_timeout_while_our_loop_lags_is_not_the_models_failu
     # A healthy but slow primary: 3 s to its first token, against a 1 s first-token timeout.
     llm.set_default(Script(tokens=["Aspirin", " lowers", " fever [1]."]))
     llm.script(FLASH, Script(tokens=["Aspirin", " lowers", " fever [1]."], ttft_s=3.0))
-    request = passages_request(first_token_timeout=seconds(1.0))
+    request = uncached_request(first_token_timeout=seconds(1.0))
 
     # Our loop stalls for 1.5 s while the call waits (as a saturated loop does): the timeout
     # fires behind the stall.
@@ -273,7 +260,7 @@ async def test_an_idle_timeout_mid_stream_while_our_loop_lags_ends_as_overload(
     flash = running.breakers["deepseek-v4-flash"]
     tokens = ["Aspirin", " lowers", " fever", " [1]", "."]
     llm.script(FLASH, Script(tokens=tokens, stall_after_tokens=1))
-    call = running.generation.Generate(passages_request(), metadata=auth(KEY_A))
+    call = running.generation.Generate(uncached_request(), metadata=auth(KEY_A))
     frames = []
     async for frame in call:
         frames.append(frame)
