@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from groundwire.clients.cache import RedisCache
+from groundwire.clients.redis_cache import RedisCache
 from groundwire.clients.vector_store import EdgeVectorStore
 from groundwire.server.app import GroundwireServer, assemble_components
 from groundwire.server.scripted_llm import ScriptedLLM

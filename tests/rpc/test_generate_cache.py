@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from groundwire.clients.cache import RedisCache
+from groundwire.clients.redis_cache import RedisCache
 from groundwire.server.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, KEY_B, ServerFactory, auth

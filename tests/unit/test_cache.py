@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from groundwire.clients.cache import RedisCache
+from groundwire.clients.redis_cache import RedisCache
 from tests.redis_server import RedisServer
 
 

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from groundwire.server.pipeline.generation.catalog import (
-    BUILTIN_MODELS,
-    CatalogError,
-    Tier,
-    load_catalog,
-)
+from groundwire.server.pipeline.generation.catalog import BUILTIN_MODELS, CatalogError, load_catalog
+from groundwire.server.pipeline.generation.types import Tier
 
 
 def no_secrets(name: str) -> str | None:

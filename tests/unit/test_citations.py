@@ -7,11 +7,8 @@ import re
 
 import pytest
 
-from groundwire.server.pipeline.generation.citations import (
-    MAX_MARKER_CHARS,
-    Citation,
-    CitationTracker,
-)
+from groundwire.server.pipeline.generation.citations import MAX_MARKER_CHARS, CitationTracker
+from groundwire.server.pipeline.generation.types import Citation
 
 SOURCES = {1: "chunk-a", 2: "chunk-b", 3: "chunk-c", 12: "chunk-l"}
 

@@ -9,14 +9,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from groundwire.clients.chat import ChatChunk, ChatMessage, ChatRequest
 from groundwire.clients.errors import LLMCallError
-from groundwire.clients.llm import ChatChunk, ChatMessage, ChatRequest, OpenAIChatClient
+from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.tokenization import WhitespaceTokenizer
 from groundwire.server.pipeline.generation.catalog import ModelSpec
-from groundwire.server.pipeline.generation.events import SourceInfo
 from groundwire.server.pipeline.generation.ledger import Ledger
 from groundwire.server.pipeline.generation.prompt import PromptBuilder, TokenCounter
 from groundwire.server.pipeline.generation.pump import ChunkPump
+from groundwire.server.pipeline.generation.types import SourceInfo
 from groundwire.server.scripted_llm import Script, ScriptedLLM
 
 REQUEST = ChatRequest("m", (ChatMessage("user", "hi there"),), temperature=0.1, max_tokens=50)

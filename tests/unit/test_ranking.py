@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from groundwire.clients.models import ChunkRecord, ScoredChunk
-from groundwire.clients.vector_store.payload import ranked
+from groundwire.clients.vector_store.search_plan import ranked
 
 
 def _hit(chunk_id: str, score: float) -> ScoredChunk:

@@ -8,7 +8,7 @@ import pytest
 from groundwire.clients.models import FieldMatch, SearchMode
 from groundwire.server.pipeline.remote_retrieval import retrieve_request
 from groundwire.server.pipeline.retrieval import RetrievalQuery
-from groundwire.server.servicers.convert import retrieval_query
+from groundwire.server.servicers.validation import RetrievalLimits, retrieval_query
 from groundwire.server.settings import ServiceRole, SettingsError, load_settings, usable_cores
 from groundwire.server.workers import owner_socket_path
 
@@ -86,11 +86,12 @@ def test_a_query_survives_the_hop_unchanged() -> None:
     )
     again = retrieval_query(
         retrieve_request(query),
-        query_text=query.text,
-        supported_modes=tuple(SearchMode),
-        default_mode=SearchMode.SPARSE,
-        default_top_k=8,
-        max_top_k=100,
-        max_query_chars=4096,
+        RetrievalLimits(
+            supported_modes=tuple(SearchMode),
+            default_mode=SearchMode.SPARSE,
+            default_top_k=8,
+            max_top_k=100,
+            max_query_chars=4096,
+        ),
     )
     assert again == query

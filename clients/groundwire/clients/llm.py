@@ -1,11 +1,12 @@
 """Chat completions from any OpenAI-compatible endpoint, streamed (``/v1/chat/completions``).
 
-One :class:`OpenAIChatClient` per endpoint holds one pooled ``aiohttp.ClientSession``. A call
-is an async generator of :class:`ChatChunk`; leaving it early (the caller cancelled, a time
-limit) closes the HTTP response, and with it the connection, so the upstream stops
-generating. Every call opens a client span with OpenTelemetry's ``gen_ai`` attributes and
-sends the correlation id and ``traceparent``; aiohttp's exceptions become
-:class:`LLMCallError`.
+The ``ChatModel`` port over OpenAI's protocol (the request and chunk types are ours, in
+``chat.py``). One :class:`OpenAIChatClient` per endpoint holds one pooled
+``aiohttp.ClientSession``. A call is an async generator of :class:`ChatChunk`; leaving it
+early (the caller cancelled, a time limit) closes the HTTP response, and with it the
+connection, so the upstream stops generating. Every call opens a client span with
+OpenTelemetry's ``gen_ai`` attributes and sends the correlation id and ``traceparent``;
+aiohttp's exceptions become :class:`LLMCallError`.
 
 Why aiohttp and not httpx (which the embedder's client still uses, off the streaming path):
 reading a token stream is the server's hottest loop, and httpx reads it through httpcore,
@@ -42,6 +43,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode
 from yarl import URL
 
+from groundwire.clients.chat import ChatChunk, ChatRequest, TokenUsage
 from groundwire.clients.correlation import current_correlation_id, outbound_headers
 from groundwire.clients.errors import LLMCallError
 from groundwire.clients.retry_after import DEFAULT_RETRY_AFTER_CAP_S, check_cap, retry_after_s
@@ -51,66 +53,19 @@ from groundwire.clients.vendor_log import VendorErrorLog
 MAX_ERROR_BODY = 2048
 
 
-@dataclass(frozen=True)
-class ChatMessage:
-    """One message of a chat prompt."""
-
-    role: str  # "system", "user" or "assistant"
-    content: str
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A chat completion request, in the upstream's terms."""
-
-    model: str  # the upstream model name
-    messages: tuple[ChatMessage, ...]
-    temperature: float
-    max_tokens: int
-    stop: tuple[str, ...] = ()
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body of a streaming request that asks for a final usage chunk."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.stop:
-            body["stop"] = list(self.stop)
-        return body
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """Token counts as the upstream reported them (None: not reported)."""
-
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
-
-
-@dataclass
-class ChatChunk:
-    """New output of a streaming call. ``pieces`` counts the upstream's content events merged
-    into ``text`` (roughly its tokens, used when no usage is reported)."""
-
-    text: str = ""
-    pieces: int = 0
-    finish_reason: str | None = None
-    usage: TokenUsage | None = None
-    model: str | None = None
-
-    def merge(self, other: ChatChunk) -> None:
-        """Append ``other`` (a later chunk) to this one."""
-        self.text += other.text
-        self.pieces += other.pieces
-        self.finish_reason = other.finish_reason or self.finish_reason
-        self.usage = other.usage or self.usage
-        self.model = self.model or other.model
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of a streaming request that asks for a final usage chunk."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    return body
 
 
 @dataclass
@@ -173,7 +128,7 @@ def _chunk_from_event(event: dict[str, Any], vendor_log: VendorErrorLog) -> Chat
 
 
 class OpenAIChatClient:
-    """Streams chat completions from one OpenAI-compatible endpoint."""
+    """Streams chat completions from one OpenAI-compatible endpoint (``ports.ChatModel``)."""
 
     def __init__(
         self,
@@ -245,7 +200,9 @@ class OpenAIChatClient:
         response: aiohttp.ClientResponse | None = None
         reusable = False  # the connection may serve another call (the body was read whole)
         try:
-            response = await self._client().post(self._url, json=request.body(), headers=headers)
+            response = await self._client().post(
+                self._url, json=request_body(request), headers=headers
+            )
             if response.status != 200:
                 error = await _status_error(response, self._retry_after_cap_s, self._vendor_log)
                 reusable = True

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, field
 
 MetadataScalar = str | int
 Metadata = dict[str, MetadataScalar]
+
+# The one rule for a metadata field name, in a document and in a filter alike (so every field
+# a document can carry can be filtered on, and a filter the stores cannot express is refused
+# with the request). Test it with fullmatch: ``$`` alone would let a trailing newline through.
+METADATA_FIELD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+
+
+def is_metadata_field_name(name: str) -> bool:
+    """Whether ``name`` may name a metadata field (see ``METADATA_FIELD_NAME``)."""
+    return METADATA_FIELD_NAME.fullmatch(name) is not None
+
 
 # Namespace for point ids: uuid5(POINT_NAMESPACE, f"{tenant}\x1f{doc_id}\x1f{chunk_index}").
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-7d0e-4b7a-9a57-1c0de5a11ce0")

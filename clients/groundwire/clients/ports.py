@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from groundwire.clients.chat import ChatChunk, ChatRequest
 from groundwire.clients.models import (
     ChunkPoint,
     FieldMatch,
@@ -153,6 +154,20 @@ class Cache(Protocol):
 
     async def ping(self) -> bool:
         """Whether Redis answers right now (for start-up logs and health)."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        ...
+
+
+class ChatModel(Protocol):
+    """Streams chat completions from one endpoint (``llm.OpenAIChatClient`` speaks OpenAI's
+    ``/v1/chat/completions``)."""
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """The completion as chunks, the last carrying the finish reason and usage. Raises
+        LLMCallError; closing the iterator early closes the call (the upstream stops)."""
         ...
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ import qdrant_edge as edge
 
 from groundwire.clients.models import ChunkPoint, SearchMode, SparseVector
 from groundwire.clients.vector_store import payload as pl
+from groundwire.clients.vector_store import search_plan as sp
 
 
 def _match(values: tuple[str | int, ...]) -> edge.MatchValue | edge.MatchAny:
@@ -18,7 +19,7 @@ def _match(values: tuple[str | int, ...]) -> edge.MatchValue | edge.MatchAny:
     return edge.MatchAny([int(v) for v in values])
 
 
-def filter_of(conditions: Sequence[pl.Condition], chunk_ids: Sequence[str] = ()) -> edge.Filter:
+def filter_of(conditions: Sequence[sp.Condition], chunk_ids: Sequence[str] = ()) -> edge.Filter:
     """All ``conditions`` (and, if given, one of ``chunk_ids``) must hold."""
     must: list[edge.ConditionType] = [
         edge.FieldCondition(c.key, match=_match(c.values)) for c in conditions
@@ -44,7 +45,7 @@ def named_vectors(point: ChunkPoint) -> dict[str, edge.NamedVector]:
 
 
 def query_request(
-    conditions: list[pl.Condition],
+    conditions: list[sp.Condition],
     mode: SearchMode,
     dense: list[float] | None,
     sparse: SparseVector | None,
@@ -68,7 +69,7 @@ def query_request(
     elif mode is SearchMode.SPARSE:
         query, params = sparse_query, sparse_params
     else:
-        branch = pl.prefetch_limit(limit)
+        branch = sp.prefetch_limit(limit)
         prefetches = [
             edge.Prefetch(branch, dense_query, filter=request_filter, params=dense_params),
             edge.Prefetch(branch, sparse_query, filter=request_filter, params=sparse_params),
@@ -76,7 +77,7 @@ def query_request(
         return edge.QueryRequest(
             limit=limit,
             # The stub declares Fusion.Rrf apart from Fusion; the engine takes it.
-            query=edge.Fusion.Rrf(k=pl.RRF_K),  # type: ignore[arg-type]
+            query=edge.Fusion.Rrf(k=sp.RRF_K),  # type: ignore[arg-type]
             prefetches=prefetches,
             filter=request_filter,
             with_payload=True,

@@ -27,11 +27,14 @@ from groundwire.clients.models import (
     SparseVector,
     StoredDocument,
 )
+from groundwire.clients.vector_store import checks as ck
+from groundwire.clients.vector_store import collection_record as cr
 from groundwire.clients.vector_store import payload as pl
 from groundwire.clients.vector_store import qdrant_alias as qa
 from groundwire.clients.vector_store import qdrant_collection as qc
 from groundwire.clients.vector_store import qdrant_requests as qr
 from groundwire.clients.vector_store import qdrant_tenancy as qt
+from groundwire.clients.vector_store import search_plan as sp
 from groundwire.clients.vector_store.identity import unshared_qdrant_identity
 from groundwire.clients.vector_store.qdrant_connection import (
     NodeCall,
@@ -39,6 +42,7 @@ from groundwire.clients.vector_store.qdrant_connection import (
     QdrantNodes,
 )
 from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset, qdrant_page
+from groundwire.clients.vector_store.spans import store_span
 
 T = TypeVar("T")
 
@@ -157,7 +161,7 @@ class QdrantVectorStore:
     async def ensure_collection(self, embedder_id: str, dimension: int) -> None:
         """Create the collection if missing; raise EmbedderMismatchError if it was built
         with another embedder or its vectors do not fit."""
-        pl.check_collection_args(embedder_id, dimension)
+        ck.check_collection_args(embedder_id, dimension)
         wanted = CollectionInfo(embedder_id=embedder_id, dimension=dimension)
         with self._span("ensure_collection", **{"groundwire.embedder_id": embedder_id}):
             facts = await self._server_facts()
@@ -199,8 +203,8 @@ class QdrantVectorStore:
         the write goes to the writer's own shard (created on its first write), so it cannot
         reach another tenant's point at all.
         """
-        scope = [pl.tenant_condition(tenant)]
-        pl.check_points(points, self._require_info().dimension)
+        scope = [sp.tenant_condition(tenant)]
+        ck.check_points(points, self._require_info().dimension)
         if not points:
             return
         structs = [
@@ -231,7 +235,7 @@ class QdrantVectorStore:
         self, tenant: str, doc_ids: Sequence[str]
     ) -> dict[str, StoredDocument]:
         """Content hash and chunk ids of each of the tenant's ``doc_ids`` that exists."""
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         if not doc_ids:
             return {}
         with self._span("stored_documents", tenant, **{"groundwire.documents": len(doc_ids)}):
@@ -239,8 +243,8 @@ class QdrantVectorStore:
 
     async def delete_points(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         """Delete the tenant's points among ``chunk_ids``; other tenants' ids match nothing."""
-        scope = [pl.tenant_condition(tenant)]
-        pl.check_point_ids(chunk_ids)
+        scope = [sp.tenant_condition(tenant)]
+        ck.check_point_ids(chunk_ids)
         if not chunk_ids:
             return
         with self._span("delete_points", tenant, **{"groundwire.points": len(chunk_ids)}):
@@ -252,14 +256,14 @@ class QdrantVectorStore:
         The counts are read just before the delete: a write racing it from another replica
         can make them off by that write, never the deletion itself.
         """
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         if not doc_ids:
             return 0, 0
         with self._span("delete_documents", tenant, **{"groundwire.documents": len(doc_ids)}):
             found = pl.stored_documents(await self._scroll_documents(tenant, scope, doc_ids))
             chunks = sum(len(d.chunk_ids) for d in found.values())
             if chunks:
-                doc_scope = [*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
+                doc_scope = [*scope, sp.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
                 await self._delete("delete_documents", tenant, qr.filter_of(doc_scope))
             return len(found), chunks
 
@@ -275,8 +279,8 @@ class QdrantVectorStore:
         min_score: float | None = None,
     ) -> list[ScoredChunk]:
         """The tenant's best ``limit`` chunks; hybrid fuses dense and sparse by RRF."""
-        conditions = pl.search_conditions(tenant, filters)
-        pl.check_search(mode, dense, sparse, limit, self._require_info().dimension)
+        conditions = sp.search_conditions(tenant, filters)
+        ck.check_search(mode, dense, sparse, limit, self._require_info().dimension)
         if mode is not SearchMode.DENSE and self._scope is qt.SparseScope.UNSCOPED:
             assert self._facts is not None  # set with the scope by ensure_collection
             raise SparseScopeUnavailableError(qt.refusal(self._facts, self._collection))
@@ -309,11 +313,11 @@ class QdrantVectorStore:
         chunks = [
             ScoredChunk(pl.chunk_record(p.id, p.payload), float(p.score)) for p in response.points
         ]
-        return pl.ranked(chunks)
+        return sp.ranked(chunks)
 
     async def count(self, tenant: str) -> int:
         """The exact number of the tenant's points."""
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         with self._span("count", tenant):
             if await self._without_shard(tenant):
                 return 0
@@ -339,9 +343,7 @@ class QdrantVectorStore:
     def _span(
         self, op: str, tenant: str | None = None, **extra: str | int
     ) -> AbstractContextManager[Span]:
-        return pl.store_span(
-            op, backend="qdrant", collection=self._collection, tenant=tenant, **extra
-        )
+        return store_span(op, backend="qdrant", collection=self._collection, tenant=tenant, **extra)
 
     async def _call(self, op: str, call: NodeCall[T]) -> T:
         """Run a client call through the connection: ``call(client, timeout)`` goes to the
@@ -431,18 +433,18 @@ class QdrantVectorStore:
                 # m=0 with payload_m: one graph per tenant and no global one, since every
                 # query carries a tenant filter (Qdrant's setup for is_tenant fields).
                 hnsw_config=models.HnswConfigDiff(m=0, payload_m=16),
-                metadata={pl.COLLECTION_METADATA_KEY: pl.collection_metadata(info)},
+                metadata={cr.COLLECTION_METADATA_KEY: cr.collection_metadata(info)},
                 timeout=timeout,
             ),
         )
 
     async def _scroll_documents(
-        self, tenant: str, scope: list[pl.Condition], doc_ids: Sequence[str]
+        self, tenant: str, scope: list[sp.Condition], doc_ids: Sequence[str]
     ) -> list[tuple[object, dict[str, object] | None]]:
         if await self._without_shard(tenant):
             return []
         selector = self._selector(tenant)
-        request_filter = qr.filter_of([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
+        request_filter = qr.filter_of([*scope, sp.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
         found: list[tuple[object, dict[str, object] | None]] = []
         offset: types.PointId | None = None
         while True:

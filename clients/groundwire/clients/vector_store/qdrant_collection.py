@@ -7,6 +7,7 @@ from qdrant_client import models
 
 from groundwire.clients.errors import EmbedderMismatchError
 from groundwire.clients.models import CollectionInfo
+from groundwire.clients.vector_store import collection_record as cr
 from groundwire.clients.vector_store import payload as pl
 
 
@@ -29,15 +30,15 @@ def check_collection(
     ``wanted`` names, with the vectors groundwire creates."""
     where = f"Qdrant collection {collection!r}"
     metadata = described.config.metadata or {}
-    stored = pl.collection_info(metadata.get(pl.COLLECTION_METADATA_KEY))
+    stored = cr.collection_info(metadata.get(cr.COLLECTION_METADATA_KEY))
     if stored is None:
         raise EmbedderMismatchError(
             f"{where} carries no groundwire record of its embedder (metadata key "
-            f"{pl.COLLECTION_METADATA_KEY!r}); it was not created by groundwire. Point "
+            f"{cr.COLLECTION_METADATA_KEY!r}); it was not created by groundwire. Point "
             "GROUNDWIRE_QDRANT_COLLECTION at another collection, or delete this one."
         )
     remedy = "set GROUNDWIRE_QDRANT_COLLECTION to a new collection"
-    pl.check_embedder(stored, wanted.embedder_id, wanted.dimension, where=where, remedy=remedy)
+    cr.check_embedder(stored, wanted.embedder_id, wanted.dimension, where=where, remedy=remedy)
     params = described.config.params
     dense = params.vectors.get(pl.DENSE_VECTOR) if isinstance(params.vectors, dict) else None
     sparse = (params.sparse_vectors or {}).get(pl.SPARSE_VECTOR)

@@ -9,6 +9,7 @@ from qdrant_client import models
 
 from groundwire.clients.models import ChunkPoint, SearchMode, SparseVector
 from groundwire.clients.vector_store import payload as pl
+from groundwire.clients.vector_store import search_plan as sp
 
 
 def _match(values: tuple[str | int, ...]) -> models.MatchValue | models.MatchAny:
@@ -19,7 +20,7 @@ def _match(values: tuple[str | int, ...]) -> models.MatchValue | models.MatchAny
     return models.MatchAny(any=[int(v) for v in values])
 
 
-def filter_of(conditions: Sequence[pl.Condition], chunk_ids: Sequence[str] = ()) -> models.Filter:
+def filter_of(conditions: Sequence[sp.Condition], chunk_ids: Sequence[str] = ()) -> models.Filter:
     """All ``conditions`` (and, if given, one of ``chunk_ids``) must hold."""
     must: list[models.Condition] = [
         models.FieldCondition(key=c.key, match=_match(c.values)) for c in conditions
@@ -46,7 +47,7 @@ class QueryParts:
 
 
 def query_parts(
-    conditions: list[pl.Condition],
+    conditions: list[sp.Condition],
     mode: SearchMode,
     dense: list[float] | None,
     sparse: SparseVector | None,
@@ -83,11 +84,11 @@ def query_parts(
                 using=u,
                 params=p,
                 filter=request_filter,
-                limit=pl.prefetch_limit(limit),
+                limit=sp.prefetch_limit(limit),
             )
             for q, u, p in branches
         ]
-        # Qdrant's RRF constant defaults to pl.RRF_K, the one Edge is given explicitly.
+        # Qdrant's RRF constant defaults to sp.RRF_K, the one Edge is given explicitly.
         query = models.FusionQuery(fusion=models.Fusion.RRF)
     return QueryParts(query, using, prefetch, params, request_filter)
 

@@ -15,17 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from groundwire.clients.models import ChunkPoint, ChunkRecord, Metadata, point_id
+from groundwire.clients.models import (
+    METADATA_FIELD_NAME,
+    ChunkPoint,
+    ChunkRecord,
+    Metadata,
+    is_metadata_field_name,
+    point_id,
+)
 from groundwire.clients.ports import Cache, DenseEmbedder, SparseEncoder, VectorStore
 from groundwire.server.pipeline.chunking import Chunker
 
 log = logging.getLogger(__name__)
 
-METADATA_FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 MAX_DOC_ID_CHARS = 256
 MAX_TITLE_CHARS = 1024
 MAX_SOURCE_URI_CHARS = 2048
@@ -89,8 +94,10 @@ def validate_document(doc: DocumentInput, max_document_bytes: int) -> Failure | 
     if len(doc.metadata) > MAX_METADATA_FIELDS:
         return fail("metadata", f"must have at most {MAX_METADATA_FIELDS} fields")
     for name, value in doc.metadata.items():
-        if not METADATA_FIELD.match(name):
-            return fail(f"metadata[{name}]", f"field names must match {METADATA_FIELD.pattern}")
+        if not is_metadata_field_name(name):
+            return fail(
+                f"metadata[{name}]", f"field names must match {METADATA_FIELD_NAME.pattern}"
+            )
         if isinstance(value, str) and len(value.encode("utf-8")) > MAX_METADATA_VALUE_BYTES:
             return fail(f"metadata[{name}]", f"must be at most {MAX_METADATA_VALUE_BYTES} bytes")
     return None

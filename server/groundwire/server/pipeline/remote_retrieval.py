@@ -36,6 +36,7 @@ from groundwire.clients.errors import (
 )
 from groundwire.clients.models import ChunkRecord, ScoredChunk, SearchMode
 from groundwire.server.pipeline.retrieval import RetrievalQuery, RetrievalResult
+from groundwire.server.proto_enums import MODE_TO_DOMAIN, MODE_TO_PROTO
 from groundwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -57,12 +58,6 @@ INTERNAL_TENANT_HEADER = "x-groundwire-internal-tenant"
 INDEX_IDENTITY_HEADER = "x-groundwire-index-identity"
 TRACE_HEADERS = ("traceparent", "tracestate")
 # One channel option set for both hops: messages as large as the public contract allows.
-_MODES = {
-    retrieval_pb2.RETRIEVAL_MODE_DENSE: SearchMode.DENSE,
-    retrieval_pb2.RETRIEVAL_MODE_SPARSE: SearchMode.SPARSE,
-    retrieval_pb2.RETRIEVAL_MODE_HYBRID: SearchMode.HYBRID,
-}
-_MODE_TO_PROTO = {mode: value for value, mode in _MODES.items()}
 
 # The gRPC call being served in this task, so that a hop made deep in the generation
 # pipeline can forward its credentials, trace context and deadline. Set by the servicers;
@@ -258,7 +253,7 @@ class RemoteRetriever:
                     ) from None
                 last = error.code().name
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        modes = tuple(_MODES[m] for m in reply.retrieval_modes if m in _MODES)
+        modes = tuple(MODE_TO_DOMAIN[m] for m in reply.retrieval_modes if m in MODE_TO_DOMAIN)
         if not modes:
             raise UpstreamUnavailableError(f"{what} reports no retrieval mode")
         log.info(
@@ -308,7 +303,7 @@ class RemoteRetriever:
         return RetrievalResult(
             chunks=[scored_chunk(chunk) for chunk in response.chunks],
             cache_hit=response.cache_hit,
-            mode=_MODES.get(response.mode, query.mode),
+            mode=MODE_TO_DOMAIN.get(response.mode, query.mode),
             embedder_id=response.embedder_id,
             cache_s=timings.cache.ToNanoseconds() / 1e9,
             embed_s=timings.embed.ToNanoseconds() / 1e9,
@@ -329,7 +324,7 @@ def retrieve_request(query: RetrievalQuery) -> retrieval_pb2.RetrieveRequest:
     request = retrieval_pb2.RetrieveRequest(
         query=query.text,
         top_k=query.top_k,
-        mode=_MODE_TO_PROTO[query.mode],
+        mode=MODE_TO_PROTO[query.mode],
         bypass_cache=not query.use_cache,
     )
     for match in query.filters:

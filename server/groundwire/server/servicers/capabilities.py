@@ -12,9 +12,9 @@ from groundwire.clients.breaker import BreakerState
 from groundwire.server.context import current_tenant
 from groundwire.server.pipeline.generation.routing import ModelRoutes
 from groundwire.server.pipeline.retriever import Retriever
+from groundwire.server.proto_enums import MODE_TO_PROTO, TIER_TO_PROTO
 from groundwire.server.quotas import Quotas, QuotaStatus
-from groundwire.server.servicers.convert import MODE_TO_PROTO
-from groundwire.server.servicers.generation_convert import MAX_CONTEXT_PASSAGES, TIER_TO_PROTO
+from groundwire.server.servicers.validation import MAX_CONTEXT_PASSAGES
 from groundwire.server.settings import Settings
 from groundwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 

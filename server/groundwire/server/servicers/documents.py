@@ -11,7 +11,7 @@ from groundwire.clients.errors import InvalidArgumentError
 from groundwire.server import metrics
 from groundwire.server.context import require_tenant
 from groundwire.server.pipeline.ingest import DocumentInput, IngestPipeline
-from groundwire.server.servicers.convert import metadata_to_domain
+from groundwire.server.servicers.validation import metadata_to_domain
 from groundwire.v1 import documents_pb2, documents_pb2_grpc
 
 MAX_DELETE_IDS = 1000

@@ -8,18 +8,12 @@ from typing import Any
 
 import grpc
 
-from groundwire.clients.errors import FieldViolation, InvalidArgumentError
 from groundwire.server.context import require_tenant
-from groundwire.server.pipeline.generation.pipeline import GenerationPipeline, GenerationRequest
+from groundwire.server.pipeline.generation.pipeline import GenerationPipeline
 from groundwire.server.pipeline.remote_retrieval import remember_call
-from groundwire.server.pipeline.retrieval import RetrievalQuery
 from groundwire.server.pipeline.retriever import Retriever
-from groundwire.server.servicers.convert import query_violations, retrieval_query
-from groundwire.server.servicers.generation_convert import (
-    event_to_proto,
-    generation_request,
-    retrieval_options,
-)
+from groundwire.server.servicers.frames import event_to_proto
+from groundwire.server.servicers.validation import RetrievalLimits, generation_request
 from groundwire.server.settings import Settings
 from groundwire.v1 import generation_pb2, generation_pb2_grpc
 
@@ -45,7 +39,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         request: generation_pb2.GenerateRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        query = self._validate(request)
+        query = generation_request(
+            request,
+            catalog=self._pipeline.routes.catalog,
+            limits=RetrievalLimits.of(self._settings, self._retrieval),
+            default_first_token_timeout_s=self._settings.llm_first_token_timeout_s,
+        )
         remember_call(context)  # a remote retrieval hop forwards from this call
         remaining = context.time_remaining()
         deadline_at = None
@@ -56,31 +55,3 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         async with contextlib.aclosing(events):
             async for event in events:
                 await context.write(event_to_proto(event))
-
-    def _validate(self, request: generation_pb2.GenerateRequest) -> GenerationRequest:
-        settings = self._settings
-        violations: list[FieldViolation] = []
-        retrieval: RetrievalQuery | None = None
-        if request.HasField("context"):
-            violations = query_violations(request.query, settings.max_query_chars)
-        else:
-            try:
-                retrieval = retrieval_query(
-                    retrieval_options(request),
-                    query_text=request.query,
-                    supported_modes=self._retrieval.supported_modes,
-                    default_mode=self._retrieval.default_mode,
-                    default_top_k=settings.default_top_k,
-                    max_top_k=settings.max_top_k,
-                    max_query_chars=settings.max_query_chars,
-                    prefix="retrieval.",
-                )
-            except InvalidArgumentError as exc:
-                violations = exc.violations
-        return generation_request(
-            request,
-            catalog=self._pipeline.routes.catalog,
-            retrieval=retrieval,
-            default_first_token_timeout_s=settings.llm_first_token_timeout_s,
-            earlier=violations,
-        )

@@ -8,12 +8,9 @@ import grpc
 
 from groundwire.server.context import require_tenant
 from groundwire.server.pipeline.retrieval import RetrievalPipeline
-from groundwire.server.servicers.convert import (
-    MODE_TO_PROTO,
-    chunk_to_proto,
-    duration,
-    retrieval_query,
-)
+from groundwire.server.proto_enums import MODE_TO_PROTO
+from groundwire.server.servicers.frames import chunk_to_proto, duration
+from groundwire.server.servicers.validation import RetrievalLimits, retrieval_query
 from groundwire.server.settings import Settings
 from groundwire.v1 import retrieval_pb2, retrieval_pb2_grpc
 
@@ -30,15 +27,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         request: retrieval_pb2.RetrieveRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> retrieval_pb2.RetrieveResponse:
-        query = retrieval_query(
-            request,
-            query_text=request.query,
-            supported_modes=self._pipeline.supported_modes,
-            default_mode=self._pipeline.default_mode,
-            default_top_k=self._settings.default_top_k,
-            max_top_k=self._settings.max_top_k,
-            max_query_chars=self._settings.max_query_chars,
-        )
+        query = retrieval_query(request, RetrievalLimits.of(self._settings, self._pipeline))
         result = await self._pipeline.retrieve(require_tenant(), query)
         return retrieval_pb2.RetrieveResponse(
             chunks=[chunk_to_proto(c) for c in result.chunks],

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from groundwire.clients.llm import ChatMessage
+from groundwire.clients.chat import ChatMessage
 from groundwire.clients.ports import Cache
 from groundwire.server.pipeline.cache_writes import CacheWrites
-from groundwire.server.pipeline.generation.citations import Citation
-from groundwire.server.pipeline.generation.events import (
+from groundwire.server.pipeline.generation.types import (
+    Citation,
     Delta,
     End,
     Finish,

@@ -18,55 +18,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 
+from groundwire.clients.chat import ChatChunk, ChatRequest
 from groundwire.clients.errors import DeadlineExceededError, LLMCallError, LLMUnavailableError
-from groundwire.clients.llm import ChatChunk, ChatRequest
 from groundwire.server.overload import LagJudge, OverloadedError
 from groundwire.server.pipeline.generation.catalog import ModelSpec
 from groundwire.server.pipeline.generation.citations import CitationTracker
-from groundwire.server.pipeline.generation.events import (
+from groundwire.server.pipeline.generation.ledger import AttemptUsage
+from groundwire.server.pipeline.generation.prompt import Prompt, PromptBuilder
+from groundwire.server.pipeline.generation.pump import ChunkPump
+from groundwire.server.pipeline.generation.state import AnswerState
+from groundwire.server.pipeline.generation.types import (
     UPSTREAM_FINISH,
     Delta,
     Finish,
     GenerationEvent,
     Route,
-    SourceInfo,
     Start,
 )
-from groundwire.server.pipeline.generation.ledger import AttemptUsage, Ledger
-from groundwire.server.pipeline.generation.prompt import Prompt, PromptBuilder
-from groundwire.server.pipeline.generation.pump import ChunkPump
-from groundwire.server.pipeline.generation.routing import RoutePlan
 
 log = logging.getLogger("groundwire.overload")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """The caller's sampling parameters."""
-
-    temperature: float
-    max_output_tokens: int
-    stop: tuple[str, ...]
-    first_token_timeout_s: float
-
-
-@dataclass
-class Outcome:
-    """How the upstream part of an answer went, for the end frame and the log."""
-
-    finish: Finish | None = None
-    final_model: str = ""
-    attempts: int = 0
-    continued: bool = False
-    detail: str = ""
-    upstream_first_token_s: float = 0.0
-    upstream_s: float = 0.0
-    first_token_at: float | None = None
-    # Why the answer ended abnormally, raised after the end frame (non-OK status).
-    error: Exception | None = None
 
 
 class _Attempt:
@@ -82,61 +54,43 @@ class _Attempt:
 
 
 class Answerer:
-    """Produces one answer's start, deltas and citations from the models of a route plan;
-    the pipeline adds the end frame from :attr:`outcome` and :attr:`ledger`."""
+    """Produces one answer's start, deltas and citations from the models of its route plan,
+    recording attempts, tokens and how it ended in the answer's :class:`AnswerState` (the
+    pipeline adds the end frame from it)."""
 
     def __init__(
         self,
-        *,
-        plan: RoutePlan,
+        state: AnswerState,
         prompts: PromptBuilder,
-        query: str,
-        sources: Sequence[SourceInfo],
-        sampling: Sampling,
-        limit_at: float | None,
-        long_context_model: str | None,
+        *,
         coalesce: bool = True,
         lag: LagJudge | None = None,
     ) -> None:
-        """``limit_at`` is the loop time at which the answer must end (time limit or the
-        caller's deadline, whichever is first); ``lag`` tells timeouts caused by this
-        process's own lag from the model's (None: every timeout is the model's)."""
-        self._plan = plan
+        """``state`` holds the question, sources, sampling, limit and route plan; ``lag``
+        tells timeouts caused by this process's own lag from the model's (None: every
+        timeout is the model's)."""
+        self._state = state
+        self._plan = state.plan
+        self._sampling = state.request.sampling
         self._prompts = prompts
-        self._query = query
-        self._sources = sources
-        self._sampling = sampling
-        self._limit_at = limit_at
-        self._long_context = long_context_model
         self._coalesce = coalesce
         self._lag = lag
-        self.ledger = Ledger()
-        self.outcome = Outcome()
         self.text = ""
         self._current: _Attempt | None = None
         self._started: _Attempt | None = None  # the attempt whose first token was sent
         self._built: dict[str, Prompt | None] = {}
 
-    @property
-    def failures(self) -> list[str]:
-        """Why earlier attempts failed, in order."""
-        return self._plan.failures
-
-    def first_prompt(self) -> Prompt | None:
-        """The prompt the first route would send (for the answer cache key)."""
-        chain_head = self._plan.next()
-        if chain_head is None:
-            return None
-        spec, route = chain_head
-        self._plan.put_back(spec, route)
-        return self._build(spec)
+    def head_prompt(self) -> Prompt | None:
+        """The prompt the first model in line would be sent (for the answer cache key)."""
+        head = self._plan.peek()
+        return self._build(head[0]) if head is not None else None
 
     def _build(self, spec: ModelSpec) -> Prompt | None:
         """The prompt fitted to ``spec``'s window, built once per model."""
         if spec.name not in self._built:
             self._built[spec.name] = self._prompts.build(
-                self._query,
-                self._sources,
+                self._state.request.query,
+                self._state.sources,
                 window=spec.context_window,
                 max_output_tokens=self._max_tokens(spec),
             )
@@ -144,7 +98,7 @@ class Answerer:
 
     async def events(self) -> AsyncGenerator[GenerationEvent]:
         """Start, deltas and citations. Ends without output when every route failed before
-        its first token (the caller degrades); sets :attr:`outcome` either way."""
+        its first token (the caller degrades); records how it went in the state either way."""
         try:
             first = await self._first_attempt()
             if first is None:
@@ -154,12 +108,11 @@ class Answerer:
             self._started = attempt
             sources = attempt.prompt.sources
             tracker = CitationTracker({s.number: s.chunk_id for s in sources})
-            yield Start(attempt.route, attempt.spec.name, self.outcome.attempts, sources)
+            yield Start(attempt.route, attempt.spec.name, self._state.attempts, sources)
             while chunk is not None:
                 if chunk.text:
                     self.text += chunk.text
-                    if self.outcome.first_token_at is None:
-                        self.outcome.first_token_at = time.perf_counter()
+                    self._state.first_token()
                     yield Delta(chunk.text)
                     for citation in tracker.feed(chunk.text):
                         yield citation
@@ -184,14 +137,11 @@ class Answerer:
         """The prompt for ``spec``. When the whole prompt does not fit, the long-context model
         goes first (``spec`` stays next in line, to get fewer sources if that one fails)."""
         prompt = self._build(spec)
-        whole = prompt is not None and len(prompt.sources) == len(self._sources)
-        if (
-            not whole
-            and spec.name != self._long_context
-            and self._plan.available(self._long_context)
-        ):
+        whole = prompt is not None and len(prompt.sources) == len(self._state.sources)
+        long_context = self._plan.long_context
+        if not whole and spec.name != long_context and self._plan.available(long_context):
             self._plan.put_back(spec, route)
-            self._plan.prefer(self._long_context, Route.LONG_CONTEXT)
+            self._plan.prefer(long_context, Route.LONG_CONTEXT)
             return None
         if prompt is None:
             self._plan.skip(spec, "the prompt does not fit its context window")
@@ -208,7 +158,7 @@ class Answerer:
             max_tokens=max(1, self._max_tokens(spec) - self._completion_so_far()),
             stop=self._sampling.stop,
         )
-        self.outcome.attempts += 1
+        self._state.attempts += 1
         attempt = _Attempt(
             spec,
             route,
@@ -219,19 +169,20 @@ class Answerer:
         return attempt
 
     def _completion_so_far(self) -> int:
-        return sum(a.completion_tokens for a in self.ledger.attempts)
+        return sum(a.completion_tokens for a in self._state.ledger.attempts)
 
     async def _first_chunk(self, attempt: _Attempt) -> ChatChunk | None:
         """The attempt's first output, or None after a failure (recorded, routed around).
         Raises DeadlineExceededError when the time limit comes first."""
         loop = asyncio.get_running_loop()
+        limit_at = self._state.limit_at
         first_token_at = loop.time() + self._sampling.first_token_timeout_s
-        until = first_token_at if self._limit_at is None else min(first_token_at, self._limit_at)
+        until = first_token_at if limit_at is None else min(first_token_at, limit_at)
         try:
             async with asyncio.timeout_at(until):
                 chunk = await attempt.pump.take()
         except TimeoutError:
-            if self._limit_at is not None and loop.time() >= self._limit_at:
+            if limit_at is not None and loop.time() >= limit_at:
                 await self._close_current(release=True)
                 raise DeadlineExceededError(
                     "the time limit passed before the model's first token"
@@ -244,9 +195,11 @@ class Answerer:
             return None
         if chunk is None:  # an empty stream that still ended properly
             chunk = ChatChunk(finish_reason="stop")
-        self.outcome.upstream_first_token_s = time.perf_counter() - attempt.started
+        self._state.upstream_first_token_s = time.perf_counter() - attempt.started
         messages = attempt.prompt.messages
-        attempt.usage = self.ledger.open(attempt.spec, lambda: self._prompts.tokens(messages))
+        attempt.usage = self._state.ledger.open(
+            attempt.spec, lambda: self._prompts.tokens(messages)
+        )
         self._account(attempt, chunk)
         return chunk
 
@@ -281,20 +234,20 @@ class Answerer:
         if chunk.usage is not None:
             usage.reported = chunk.usage
         if chunk.finish_reason is not None:
-            self.outcome.finish = UPSTREAM_FINISH.get(chunk.finish_reason, Finish.STOP)
-        self.outcome.final_model = attempt.spec.name
+            self._state.finish = UPSTREAM_FINISH.get(chunk.finish_reason, Finish.STOP)
+        self._state.final_model = attempt.spec.name
 
     async def _next_chunk(self) -> ChatChunk | None:
         """The next output of the current attempt (or of a continuation after it failed);
-        None when the answer is over (``outcome.finish`` says how)."""
+        None when the answer is over (the state's ``finish`` says how)."""
         attempt = self._current
         assert attempt is not None
         try:
-            async with asyncio.timeout_at(self._limit_at):
+            async with asyncio.timeout_at(self._state.limit_at):
                 chunk = await attempt.pump.take()
         except TimeoutError:
             await self._close_current(release=True)
-            self.outcome.finish = Finish.TIME_LIMIT
+            self._state.finish = Finish.TIME_LIMIT
             return None
         except LLMCallError as exc:
             try:
@@ -302,15 +255,13 @@ class Answerer:
                 return await self._continue_after(exc)
             except OverloadedError as behind:
                 # After the first delta: the end frame reports it, the status follows.
-                self.outcome.finish = Finish.UPSTREAM_ERROR
-                self.outcome.detail = behind.message
-                self.outcome.error = behind
+                self._state.fail(Finish.UPSTREAM_ERROR, behind.message, behind)
                 return None
         if chunk is None:
             self._plan.record_success(attempt.spec)
             await self._close_current()
-            if self.outcome.finish is None:
-                self.outcome.finish = Finish.STOP
+            if self._state.finish is None:
+                self._state.finish = Finish.STOP
             return None
         self._account(attempt, chunk)
         return chunk
@@ -331,12 +282,14 @@ class Answerer:
             attempt = await self._call(spec, route, prompt)
             chunk = await self._first_chunk(attempt)
             if chunk is not None:
-                self.outcome.continued = True
+                self._state.continued = True
                 return chunk
-        self.outcome.finish = Finish.UPSTREAM_ERROR
-        self.outcome.detail = "; ".join(self._plan.failures)
-        self.outcome.error = LLMUnavailableError(
-            f"the answer failed midway and no model could continue it ({_describe(failure)})"
+        self._state.fail(
+            Finish.UPSTREAM_ERROR,
+            "; ".join(self._plan.failures),
+            LLMUnavailableError(
+                f"the answer failed midway and no model could continue it ({_describe(failure)})"
+            ),
         )
         return None
 
@@ -349,7 +302,7 @@ class Answerer:
         leftover = attempt.pump.leftover()
         if leftover is not None and attempt.usage is not None:
             self._account(attempt, leftover)
-        self.outcome.upstream_s += time.perf_counter() - attempt.started
+        self._state.upstream_s += time.perf_counter() - attempt.started
         if release:
             self._plan.release(attempt.spec)
 

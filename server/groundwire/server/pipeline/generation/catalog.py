@@ -9,7 +9,6 @@ neither, the catalog has no available model and answers degrade to cited snippet
 
 from __future__ import annotations
 
-import enum
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,13 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-
-class Tier(enum.StrEnum):
-    """A class of service; each maps to a chain of models tried in order."""
-
-    STANDARD = "standard"
-    ECONOMY = "economy"
-    LONG_CONTEXT = "long_context"
+from groundwire.server.pipeline.generation.types import Tier
 
 
 class CatalogError(ValueError):

@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from groundwire.server.pipeline.generation.types import Citation
 
 # The longest marker we accept, brackets included. It bounds the parser's pending state, so an
 # unclosed "[1, 2, 3, ..." is dropped after this many characters instead of growing forever.
 MAX_MARKER_CHARS = 32
 MAX_DIGITS = 4
-
-
-@dataclass(frozen=True)
-class Citation:
-    """One cited number; a list marker gives one per number, all sharing the marker's span."""
-
-    number: int
-    start: int
-    """Offset of the marker's ``[`` in the whole answer."""
-    end: int
-    """Offset one past the marker's ``]``."""
-    chunk_id: str
-    """The cited source's chunk id; ``""`` when the number names no source."""
-    valid: bool
-    """False when the number names no source (a model's invention, or 0)."""
 
 
 class _State(enum.Enum):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from groundwire.clients.llm import TokenUsage
+from groundwire.clients.chat import TokenUsage
 from groundwire.server.pipeline.generation.catalog import ModelSpec
-from groundwire.server.pipeline.generation.events import Usage
+from groundwire.server.pipeline.generation.types import Usage
 
 
 @dataclass

@@ -13,8 +13,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 from groundwire.clients.errors import DeadlineExceededError
@@ -22,59 +21,26 @@ from groundwire.clients.ports import SparseEncoder
 from groundwire.server.overload import LagJudge
 from groundwire.server.pipeline.generation import metrics
 from groundwire.server.pipeline.generation.answer_cache import AnswerCache, AnswerLookup
-from groundwire.server.pipeline.generation.answering import Answerer, Outcome, Sampling
-from groundwire.server.pipeline.generation.catalog import Tier
+from groundwire.server.pipeline.generation.answering import Answerer
 from groundwire.server.pipeline.generation.citations import CitationTracker
-from groundwire.server.pipeline.generation.events import (
-    Delta,
-    End,
-    Finish,
-    GenerationEvent,
-    Route,
-    SourceInfo,
-    Start,
-    Timings,
-    Usage,
-)
 from groundwire.server.pipeline.generation.extractive import extractive_answer
 from groundwire.server.pipeline.generation.prompt import PromptBuilder
 from groundwire.server.pipeline.generation.routing import ModelRoutes
-from groundwire.server.pipeline.retrieval import RetrievalQuery
+from groundwire.server.pipeline.generation.state import AnswerState
+from groundwire.server.pipeline.generation.types import (
+    Delta,
+    Finish,
+    GenerationEvent,
+    GenerationRequest,
+    Route,
+    SourceInfo,
+    Start,
+)
 from groundwire.server.pipeline.retriever import Retriever
 
 log = logging.getLogger("groundwire.answers")
 _WORDS = re.compile(r"\S+\s*")
 NO_SOURCES_ANSWER = "No passages in the corpus match this question."
-ZERO_USAGE = Usage(0, 0, None)
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A caller-supplied grounding passage."""
-
-    text: str
-    id: str = ""
-    title: str = ""
-    source_uri: str = ""
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A validated Generate request: grounding is ``passages`` or else ``retrieval``."""
-
-    query: str
-    retrieval: RetrievalQuery | None
-    passages: tuple[Passage, ...] | None
-    tier: Tier
-    model: str | None
-    sampling: Sampling
-    time_limit_s: float | None = None
-    use_cache: bool = True
-
-    @property
-    def choice(self) -> str:
-        """What the caller chose, as part of the answer cache key."""
-        return f"model:{self.model}" if self.model else f"tier:{self.tier.value}"
 
 
 class TenantBudget(Protocol):
@@ -85,17 +51,6 @@ class TenantBudget(Protocol):
 
     def charge_generation(self, tenant: str, tokens: int, cost_micros: int) -> None:
         """Charge what an answer used; never raises, never waits."""
-
-
-class _Clock:
-    """The answer's timings and the loop time it must end by."""
-
-    def __init__(self, limit_at: float | None, limit_is_deadline: bool) -> None:
-        self.started = time.perf_counter()
-        self.limit_at = limit_at
-        self.limit_is_deadline = limit_is_deadline
-        self.retrieval_s = 0.0
-        self.cache_s = 0.0
 
 
 class GenerationPipeline:
@@ -141,101 +96,70 @@ class GenerationPipeline:
         have the end frame (its gRPC deadline less a margin)."""
         if self._budget is not None:
             await self._budget.check_generation(tenant)  # refused before any work: no answer
-        loop_now = asyncio.get_running_loop().time()
-        soft = loop_now + request.time_limit_s if request.time_limit_s is not None else None
-        limits = [t for t in (soft, deadline_at) if t is not None]
-        limit_at = min(limits) if limits else None
-        clock = _Clock(limit_at, limit_at is not None and limit_at == deadline_at)
-        outcome = Outcome()
-        answerer: Answerer | None = None
-        route: Route | None = None
+        answer = AnswerState(
+            tenant,
+            request,
+            self._routes.plan(request.tier, request.model),
+            loop_now=asyncio.get_running_loop().time(),
+            deadline_at=deadline_at,
+        )
         try:
-            sources = await self._ground(tenant, request, clock)
-            if not sources or self._routes.catalog.empty:
-                route = Route.DEGRADED
-                reason = "" if sources else NO_SOURCES_ANSWER
-                async for event in self._degraded(request, sources, clock, outcome, reason):
+            answer.sources = await self._ground(answer)
+            if not answer.sources or self._routes.catalog.empty:
+                reason = "" if answer.sources else NO_SOURCES_ANSWER
+                async for event in self._degraded(answer, reason):
                     yield event
                 return
-            answerer = self._answerer(request, sources, clock)
-            outcome = answerer.outcome
-            lookup = await self._lookup(tenant, request, answerer, clock)
+            answerer = Answerer(answer, self._prompts, coalesce=self._coalesce, lag=self.lag_judge)
+            lookup = await self._lookup(answer, answerer)
             if lookup is not None and lookup.hit is not None:
-                route = Route.CACHE
-                async for event in self._replay(lookup, clock, outcome):
+                async for event in self._replay(answer, lookup):
                     yield event
                 return
             produced: list[GenerationEvent] = []  # kept for the answer cache only
             async with contextlib.aclosing(answerer.events()) as events:
                 async for event in events:
                     if isinstance(event, Start):
-                        route = event.route
+                        answer.route = event.route
                     if lookup is not None:
                         produced.append(event)
                     yield event
-            if outcome.finish is None:  # every route failed before its first token
-                route = Route.DEGRADED
-                detail = "; ".join(answerer.failures)
-                async for event in self._degraded(request, sources, clock, outcome, "", detail):
+            if answer.finish is None:  # every route failed before its first token
+                async for event in self._degraded(answer, "", "; ".join(answer.plan.failures)):
                     yield event
                 return
-            end = self._end(clock, outcome, answerer.ledger.usage(), answerer.ledger.cost_micros())
+            end = answer.end(self._routes.catalog.currency)
             yield end
             if lookup is not None:
                 self._answers.store(tenant, lookup, [*produced, end])
-            if outcome.error is not None:
-                raise outcome.error
-            if outcome.finish is Finish.TIME_LIMIT and clock.limit_is_deadline:
+            if answer.error is not None:
+                raise answer.error
+            if answer.finish is Finish.TIME_LIMIT and answer.limit_is_deadline:
                 raise DeadlineExceededError("the call's deadline ended the answer")
         except (asyncio.CancelledError, GeneratorExit):
-            outcome.finish = Finish.CANCELLED
+            answer.finish = Finish.CANCELLED
             raise
         finally:
             # Also when the caller went away before the end frame: what the upstream produced
             # is paid for, so it is logged and counted.
-            ledger = answerer.ledger if answerer is not None and route is not Route.CACHE else None
-            usage = ledger.usage() if ledger is not None else ZERO_USAGE
-            cost = ledger.cost_micros() if ledger is not None else 0
-            self._record(route, outcome, usage, cost, clock)
-            if self._budget is not None:
-                # The same figures as the log line: partial, cancelled and continued answers
-                # included; cache hits and degraded answers used nothing and charge nothing.
-                tokens = usage.prompt_tokens + usage.completion_tokens
-                self._budget.charge_generation(tenant, tokens, cost)
+            self._record(answer)
 
-    def _answerer(
-        self, request: GenerationRequest, sources: Sequence[SourceInfo], clock: _Clock
-    ) -> Answerer:
-        catalog = self._routes.catalog
-        return Answerer(
-            plan=self._routes.plan(request.tier, request.model),
-            prompts=self._prompts,
-            query=request.query,
-            sources=sources,
-            sampling=request.sampling,
-            limit_at=clock.limit_at,
-            long_context_model=catalog.long_context_model,
-            coalesce=self._coalesce,
-            lag=self.lag_judge,
-        )
-
-    async def _ground(
-        self, tenant: str, request: GenerationRequest, clock: _Clock
-    ) -> list[SourceInfo]:
+    async def _ground(self, answer: AnswerState) -> tuple[SourceInfo, ...]:
+        request = answer.request
         if request.passages is not None:
-            return [
+            return tuple(
                 SourceInfo(i, p.id or f"passage-{i}", "", p.title, p.source_uri, 0.0, p.text)
                 for i, p in enumerate(request.passages, start=1)
-            ]
+            )
         assert request.retrieval is not None
         started = time.perf_counter()
         try:
-            async with asyncio.timeout_at(clock.limit_at):
-                result = await self._retrieval.retrieve(tenant, request.retrieval)
+            async with asyncio.timeout_at(answer.limit_at):
+                result = await self._retrieval.retrieve(answer.tenant, request.retrieval)
         except TimeoutError:
             raise DeadlineExceededError("the time limit passed during retrieval") from None
-        clock.retrieval_s = time.perf_counter() - started
-        return [
+        answer.retrieval_s = time.perf_counter() - started
+        return tuple(
             SourceInfo(
                 i,
                 c.record.chunk_id,
@@ -246,19 +170,18 @@ class GenerationPipeline:
                 c.record.text,
             )
             for i, c in enumerate(result.chunks, start=1)
-        ]
+        )
 
-    async def _lookup(
-        self, tenant: str, request: GenerationRequest, answerer: Answerer, clock: _Clock
-    ) -> AnswerLookup | None:
+    async def _lookup(self, answer: AnswerState, answerer: Answerer) -> AnswerLookup | None:
+        request = answer.request
         sampling = request.sampling
         if not self._answers.applies(sampling.temperature, request.use_cache):
             return None
-        prompt = answerer.first_prompt()
+        prompt = answerer.head_prompt()
         if prompt is None:
             return None
         key = self._answers.key(
-            tenant,
+            answer.tenant,
             request.choice,
             prompt.messages,
             {
@@ -267,106 +190,84 @@ class GenerationPipeline:
                 "stop": list(sampling.stop),
             },
         )
-        lookup = await self._answers.lookup(tenant, key)
-        clock.cache_s = lookup.seconds
+        lookup = await self._answers.lookup(answer.tenant, key)
+        answer.cache_s = lookup.seconds
         return lookup
 
     async def _replay(
-        self, lookup: AnswerLookup, clock: _Clock, outcome: Outcome
+        self, answer: AnswerState, lookup: AnswerLookup
     ) -> AsyncIterator[GenerationEvent]:
         hit = lookup.hit
         assert hit is not None
+        answer.route = Route.CACHE
         yield Start(Route.CACHE, hit.model, 0, hit.sources, cache_hit=True)
         for event in hit.body:
-            if isinstance(event, Delta) and outcome.first_token_at is None:
-                outcome.first_token_at = time.perf_counter()
+            if isinstance(event, Delta):
+                answer.first_token()
             yield event
-        outcome.finish = hit.finish
-        yield self._end(clock, outcome, ZERO_USAGE, 0)
+        answer.finish = hit.finish
+        yield answer.end(self._routes.catalog.currency, charged=False)
 
     async def _degraded(
-        self,
-        request: GenerationRequest,
-        sources: Sequence[SourceInfo],
-        clock: _Clock,
-        outcome: Outcome,
-        text: str,
-        detail: str = "",
+        self, answer: AnswerState, text: str, detail: str = ""
     ) -> AsyncIterator[GenerationEvent]:
-        """The extractive answer, streamed like a model's: a word per delta, citations as
-        their markers complete."""
+        """The extractive answer (or ``text``), streamed like a model's: a word per delta,
+        citations as their markers complete."""
+        answer.route = Route.DEGRADED
+        sources = answer.sources
         if not text:
             text = extractive_answer(
-                request.query, [(s.number, s.text) for s in sources], self._sparse
+                answer.request.query, [(s.number, s.text) for s in sources], self._sparse
             )
-        yield Start(Route.DEGRADED, "", 0, tuple(sources))
+        yield Start(Route.DEGRADED, "", 0, sources)
         tracker = CitationTracker({s.number: s.chunk_id for s in sources})
         for word in _WORDS.findall(text):
-            if outcome.first_token_at is None:
-                outcome.first_token_at = time.perf_counter()
+            answer.first_token()
             yield Delta(word)
             for citation in tracker.feed(word):
                 yield citation
-        outcome.finish = Finish.DEGRADED
-        outcome.detail = detail or (
+        answer.finish = Finish.DEGRADED
+        answer.detail = detail or (
             "no language model is configured" if self._routes.catalog.empty else ""
         )
-        outcome.final_model = ""
-        yield self._end(clock, outcome, ZERO_USAGE, 0)
+        answer.final_model = ""
+        yield answer.end(self._routes.catalog.currency, charged=False)
 
-    def _end(self, clock: _Clock, outcome: Outcome, usage: Usage, cost: int) -> End:
-        assert outcome.finish is not None
-        total = time.perf_counter() - clock.started
-        first = outcome.first_token_at - clock.started if outcome.first_token_at else 0.0
-        return End(
-            finish=outcome.finish,
-            usage=usage,
-            cost_micros=cost,
-            currency=self._routes.catalog.currency,
-            timings=Timings(
-                retrieval_s=clock.retrieval_s,
-                cache_s=clock.cache_s,
-                upstream_first_token_s=outcome.upstream_first_token_s,
-                first_token_s=first,
-                total_s=total,
-                overhead_s=max(0.0, total - outcome.upstream_s),
-            ),
-            attempts=outcome.attempts,
-            continued_after_failure=outcome.continued,
-            final_model=outcome.final_model,
-            detail=outcome.detail,
-        )
-
-    def _record(
-        self, route: Route | None, outcome: Outcome, usage: Usage, cost: int, clock: _Clock
-    ) -> None:
-        total = time.perf_counter() - clock.started
-        first = outcome.first_token_at - clock.started if outcome.first_token_at else None
-        finish = outcome.finish.value if outcome.finish else "error"
-        route_name = route.value if route else "none"
-        model = outcome.final_model
-        metrics.ANSWERS.labels(route_name, finish).inc()
+    def _record(self, answer: AnswerState) -> None:
+        """Log the answer, count it, and charge the tenant what it used: partial, cancelled
+        and continued answers included; cache hits and degraded answers used nothing."""
+        usage, cost = answer.spent()
+        if self._budget is not None:
+            self._budget.charge_generation(
+                answer.tenant, usage.prompt_tokens + usage.completion_tokens, cost
+            )
+        total, first = answer.elapsed()
+        finish = answer.finish.value if answer.finish else "error"
+        route = answer.route.value if answer.route else "none"
+        model = answer.final_model
+        currency = self._routes.catalog.currency
+        metrics.ANSWERS.labels(route, finish).inc()
         if first is not None:
-            metrics.FIRST_TOKEN.labels(route_name).observe(first)
+            metrics.FIRST_TOKEN.labels(route).observe(first)
         if model:
             metrics.TOKENS.labels(model, "input").inc(usage.prompt_tokens)
             metrics.TOKENS.labels(model, "output").inc(usage.completion_tokens)
-            metrics.COST.labels(model, self._routes.catalog.currency).inc(cost)
+            metrics.COST.labels(model, currency).inc(cost)
         log.info(
             "answer",
             extra={
                 "model": model,
-                "route": route_name,
+                "route": route,
                 "finish": finish,
-                "attempts": outcome.attempts,
-                "continued_after_failure": outcome.continued,
+                "attempts": answer.attempts,
+                "continued_after_failure": answer.continued,
                 "latency_ms": round(total * 1000, 3),
                 "ttft_ms": round(first * 1000, 3) if first is not None else None,
                 "tokens_in": usage.prompt_tokens,
                 "tokens_out": usage.completion_tokens,
                 "tokens_cached": usage.cached_tokens,
                 "cost_micros": cost,
-                "currency": self._routes.catalog.currency,
-                "detail": outcome.detail or None,
+                "currency": currency,
+                "detail": answer.detail or None,
             },
         )

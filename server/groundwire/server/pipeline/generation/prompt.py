@@ -12,9 +12,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from groundwire.clients.llm import ChatMessage
+from groundwire.clients.chat import ChatMessage
 from groundwire.clients.ports import Tokenizer
-from groundwire.server.pipeline.generation.events import SourceInfo
+from groundwire.server.pipeline.generation.types import SourceInfo
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered sources the user gives you. "

@@ -20,7 +20,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from groundwire.clients.llm import ChatChunk
+from groundwire.clients.chat import ChatChunk
 
 # The shortest gap between two delta frames of one answer (see the module docstring).
 FRAME_INTERVAL_S = 0.02

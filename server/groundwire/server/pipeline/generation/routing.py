@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Mapping
 
 from groundwire.clients.breaker import BreakerState, CircuitBreaker
-from groundwire.clients.llm import OpenAIChatClient
-from groundwire.server.pipeline.generation.catalog import Catalog, ModelSpec, Tier
-from groundwire.server.pipeline.generation.events import Route
+from groundwire.clients.ports import ChatModel
+from groundwire.server.pipeline.generation.catalog import Catalog, ModelSpec
+from groundwire.server.pipeline.generation.types import Route, Tier
 
 
 class ModelRoutes:
@@ -26,7 +26,7 @@ class ModelRoutes:
     def __init__(
         self,
         catalog: Catalog,
-        clients: Mapping[str, OpenAIChatClient],
+        clients: Mapping[str, ChatModel],
         breakers: Mapping[str, CircuitBreaker],
     ) -> None:
         missing = set(catalog.models) - set(clients) | set(catalog.models) - set(breakers)
@@ -39,7 +39,10 @@ class ModelRoutes:
     def plan(self, tier: Tier, model: str | None) -> RoutePlan:
         """A fresh plan for one request."""
         chain = self.catalog.chain(tier, model) or self.catalog.chain(Tier.STANDARD)
-        return RoutePlan(self, chain, economy=self.catalog.economy_model)
+        catalog = self.catalog
+        return RoutePlan(
+            self, chain, economy=catalog.economy_model, long_context=catalog.long_context_model
+        )
 
     async def close(self) -> None:
         """Close every endpoint's connection pool (clients may be shared between models)."""
@@ -51,20 +54,36 @@ class RoutePlan:
     """The models still to try for one request, in order, each with the route it serves.
 
     :meth:`next` acquires the model's breaker (a half-open breaker lets one probe through);
-    the caller must then record a success or failure, or release it. ``economy`` is where
-    rate-limited traffic goes (None: nowhere special, the chain continues).
+    the caller must then record a success or failure, or release it; :meth:`peek` only reads.
+    ``economy`` is where rate-limited traffic goes (None: nowhere special, the chain
+    continues); ``long_context`` is where a prompt too long for a model goes.
     """
 
     def __init__(
-        self, routes: ModelRoutes, chain: tuple[str, ...], *, economy: str | None = None
+        self,
+        routes: ModelRoutes,
+        chain: tuple[str, ...],
+        *,
+        economy: str | None = None,
+        long_context: str | None = None,
     ) -> None:
         self._routes = routes
         self._economy = economy
+        #: The model prompts too long for another model go to (None: none).
+        self.long_context = long_context
         self._queue: deque[tuple[str, Route]] = deque(
             (name, Route.PRIMARY if i == 0 else Route.FALLBACK) for i, name in enumerate(chain)
         )
         self.tried: list[str] = []
         self.failures: list[str] = []
+
+    def peek(self) -> tuple[ModelSpec, Route] | None:
+        """The first untried model in line and its route, touching no breaker: what the
+        answer would be asked of first (its prompt keys the answer cache)."""
+        for name, route in self._queue:
+            if name not in self.tried:
+                return self._routes.catalog.models[name], route
+        return None
 
     def next(self) -> tuple[ModelSpec, Route] | None:
         """The next model to call and its route; None when every model is spent."""
@@ -138,6 +157,6 @@ class RoutePlan:
         """The call ended neither way (cancelled, time limit): free the breaker's probe."""
         self._routes.breakers[spec.name].release()
 
-    def client(self, spec: ModelSpec) -> OpenAIChatClient:
+    def client(self, spec: ModelSpec) -> ChatModel:
         """The client serving ``spec``."""
         return self._routes.clients[spec.name]

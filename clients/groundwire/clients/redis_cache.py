@@ -1,5 +1,7 @@
-"""The retrieval and answer cache in Redis: bytes by key, plus a version counter per tenant's
-index, all under the namespace of the index they describe.
+"""The ``Cache`` port on Redis: bytes by key, plus a version counter per tenant's index, all
+under the namespace of the index they describe. The retrieval pipeline stores search hits in
+it and the generation pipeline whole answers (``ret:`` and ``ans:`` keys); both are orphaned
+when the tenant's index version is bumped.
 
 A cache must never make a request fail or wait: every operation goes through the shared
 :class:`~groundwire.clients.redis_link.RedisLink`, which bounds it by the configured timeout

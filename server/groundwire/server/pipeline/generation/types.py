@@ -1,12 +1,21 @@
-"""What the generation pipeline produces: a start, deltas, citations and an end, in that
-order (the servicer turns each into one frame of the stream)."""
+"""The generation pipeline's types, in one place: what a validated request holds, and what
+an answer produces (a start, deltas and citations, and an end, in that order; the servicer
+turns each event into one frame of the stream)."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from groundwire.server.pipeline.generation.citations import Citation
+from groundwire.server.pipeline.retrieval import RetrievalQuery
+
+
+class Tier(enum.StrEnum):
+    """A class of service; each maps to a chain of models tried in order."""
+
+    STANDARD = "standard"
+    ECONOMY = "economy"
+    LONG_CONTEXT = "long_context"
 
 
 class Route(enum.StrEnum):
@@ -41,6 +50,45 @@ UPSTREAM_FINISH = {
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The caller's sampling parameters."""
+
+    temperature: float
+    max_output_tokens: int
+    stop: tuple[str, ...]
+    first_token_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A caller-supplied grounding passage."""
+
+    text: str
+    id: str = ""
+    title: str = ""
+    source_uri: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated Generate request: grounding is ``passages`` or else ``retrieval``."""
+
+    query: str
+    retrieval: RetrievalQuery | None
+    passages: tuple[Passage, ...] | None
+    tier: Tier
+    model: str | None
+    sampling: Sampling
+    time_limit_s: float | None = None
+    use_cache: bool = True
+
+    @property
+    def choice(self) -> str:
+        """What the caller chose, as part of the answer cache key."""
+        return f"model:{self.model}" if self.model else f"tier:{self.tier.value}"
+
+
+@dataclass(frozen=True)
 class SourceInfo:
     """A grounding passage, numbered as the prompt numbers it."""
 
@@ -72,12 +120,30 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class Citation:
+    """One cited number; a list marker gives one per number, all sharing the marker's span."""
+
+    number: int
+    start: int
+    """Offset of the marker's ``[`` in the whole answer."""
+    end: int
+    """Offset one past the marker's ``]``."""
+    chunk_id: str
+    """The cited source's chunk id; ``""`` when the number names no source."""
+    valid: bool
+    """False when the number names no source (a model's invention, or 0)."""
+
+
+@dataclass(frozen=True)
 class Usage:
     """Tokens summed over attempts; ``cached_tokens`` is None when never reported."""
 
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int | None = None
+
+
+ZERO_USAGE = Usage(0, 0, None)
 
 
 @dataclass(frozen=True)
