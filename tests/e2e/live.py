@@ -2,6 +2,11 @@
 a real ``groundwire serve`` (embedded defaults: Qdrant Edge, the local MiniLM; API keys for
 one tenant per SDK language), each its own process on a free loopback port.
 
+With ``GROUNDWIRE_TEST_LLM_BASE_URL`` set, the server uses that OpenAI-compatible upstream
+instead of starting the scripted one (``GROUNDWIRE_TEST_LLM_API_KEY`` its key,
+``GROUNDWIRE_TEST_LLM_CATALOG`` a model catalog naming models it serves, as
+``GROUNDWIRE_LLM_CATALOG`` does); the scenarios then skip the checks that need scripting.
+
 Run it alone to develop an SDK against it::
 
     .venv/bin/python -m tests.e2e.live      # prints the GROUNDWIRE_TEST_* variables, then waits
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import tempfile
 import time
@@ -55,10 +61,15 @@ class LiveStack:
 
 @contextlib.contextmanager
 def live_stack(work: Path) -> Iterator[LiveStack]:
-    """Start the upstream and the server (the benchmark's child processes, logs in ``work``);
-    stop both on the way out."""
+    """Start the upstream (unless ``GROUNDWIRE_TEST_LLM_BASE_URL`` names one) and the server
+    (the benchmark's child processes, logs in ``work``); stop both on the way out."""
     address = f"127.0.0.1:{free_port()}"
-    with scripted_upstream(work) as upstream:
+    with contextlib.ExitStack() as running:
+        llm = _given_upstream()
+        if not llm:
+            llm = {
+                "GROUNDWIRE_LLM_BASE_URL": running.enter_context(scripted_upstream(work)).base_url
+            }
         env = child_env(
             {
                 "GROUNDWIRE_LISTEN": address,
@@ -66,14 +77,26 @@ def live_stack(work: Path) -> Iterator[LiveStack]:
                 "GROUNDWIRE_METRICS_PORT": "0",
                 "GROUNDWIRE_AUTH_MODE": "api_key",
                 "GROUNDWIRE_API_KEYS": json.dumps(API_KEYS),
-                "GROUNDWIRE_LLM_BASE_URL": upstream.base_url,
                 "GROUNDWIRE_GRACE_PERIOD_S": "2",
                 "GROUNDWIRE_LOG_LEVEL": "WARNING",
+                **llm,
             }
         )
-        with child_process("server", serve_argv(), env, work) as server:
-            asyncio.run(wait_until_serving(server, address))
-            yield LiveStack(address, upstream.base_url)
+        server = running.enter_context(child_process("server", serve_argv(), env, work))
+        asyncio.run(wait_until_serving(server, address))
+        yield LiveStack(address, llm["GROUNDWIRE_LLM_BASE_URL"])
+
+
+def _given_upstream() -> dict[str, str]:
+    """The server's LLM settings from ``GROUNDWIRE_TEST_LLM_*``; empty when none is given."""
+    given = {
+        "GROUNDWIRE_LLM_BASE_URL": os.environ.get("GROUNDWIRE_TEST_LLM_BASE_URL", ""),
+        "GROUNDWIRE_LLM_API_KEY": os.environ.get("GROUNDWIRE_TEST_LLM_API_KEY", ""),
+        "GROUNDWIRE_LLM_CATALOG": os.environ.get("GROUNDWIRE_TEST_LLM_CATALOG", ""),
+    }
+    if not given["GROUNDWIRE_LLM_BASE_URL"]:
+        return {}
+    return {name: value for name, value in given.items() if value}
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ real HTTP server."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import math
@@ -237,14 +236,15 @@ PARITY_TEXTS = [
 ]
 
 
-def _docstring_corpus() -> list[str]:
-    """A small real-text corpus: the module docstrings of this project's code."""
-    texts = []
-    for path in sorted((REPO / "clients").rglob("*.py")) + sorted((REPO / "server").rglob("*.py")):
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
-        if doc and len(doc) > 200:
-            texts.append(doc)
-    return texts
+def _sample_corpus() -> tuple[list[str], list[str]]:
+    """A fixed real-text corpus: 120 abstracts and 12 claims of the sample in datasets/
+    (it does not change when our code does, as a corpus of our own docstrings did)."""
+    sample = REPO / "datasets" / "scifact-sample"
+    with (sample / "corpus.jsonl").open(encoding="utf-8") as rows:
+        docs = [json.loads(line) for line, _ in zip(rows, range(120), strict=False)]
+    with (sample / "queries.jsonl").open(encoding="utf-8") as rows:
+        queries = [json.loads(line)["text"] for line, _ in zip(rows, range(12), strict=False)]
+    return [f"{doc['title']}. {doc['text']}" for doc in docs], queries
 
 
 @pytest.mark.model
@@ -260,15 +260,8 @@ async def test_onnx_vectors_match_torch(onnx: OnnxEmbedder, torch_minilm: TorchE
 async def test_onnx_ranks_a_corpus_as_torch_does(
     onnx: OnnxEmbedder, torch_minilm: TorchEmbedder
 ) -> None:
-    corpus = _docstring_corpus()
-    queries = [
-        "how is an overloaded server protected",
-        "circuit breaker opens after failures of a model",
-        "which key does the retrieval cache use in Redis",
-        "embedding model runs on the CPU without downloads",
-        "tenant isolation of stored documents",
-    ]
-    assert len(corpus) >= 30
+    corpus, queries = _sample_corpus()
+    assert len(corpus) == 120
 
     def top10(docs: list[list[float]], query: list[float]) -> list[int]:
         scores = [cosine(query, d) for d in docs]
@@ -279,8 +272,10 @@ async def test_onnx_ranks_a_corpus_as_torch_does(
     for query in queries:
         by_onnx = top10(ours, await onnx.embed_query(query))
         by_torch = top10(fp32, await torch_minilm.embed_query(query))
-        # The same ten and the same first; two near-tied neighbours may swap places.
-        assert (set(by_onnx), by_onnx[0]) == (set(by_torch), by_torch[0]), query
+        # The same first, and the same ten but for one near tie at the edge (int8 and fp32
+        # swap the 10th and 11th on about one claim in four here).
+        assert by_onnx[0] == by_torch[0], query
+        assert len(set(by_onnx) & set(by_torch)) >= 9, query
 
 
 def test_onnx_tokenizer_is_minilms_own() -> None:

@@ -5,7 +5,11 @@
 //          GROUNDWIRE_TEST_UPSTREAM=http://127.0.0.1:PORT/v1
 //   npm test
 //
-// Without those variables the scenario is skipped.
+// Without GROUNDWIRE_TEST_ADDRESS and GROUNDWIRE_TEST_API_KEY the scenario is skipped. The server
+// may use any OpenAI-compatible upstream: the checks that need a scripted answer (the exact
+// text, a slow answer to cancel, the stack's catalog and prices) run only when
+// GROUNDWIRE_TEST_UPSTREAM offers the scripted upstream's control endpoints (probed first);
+// otherwise they are skipped with a line naming the reason.
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -31,7 +35,6 @@ const UPSTREAM = process.env["GROUNDWIRE_TEST_UPSTREAM"] ?? "";
 const MISSING = Object.entries({
   GROUNDWIRE_TEST_ADDRESS: ADDRESS,
   GROUNDWIRE_TEST_API_KEY: API_KEY,
-  GROUNDWIRE_TEST_UPSTREAM: UPSTREAM,
 })
   .filter(([, value]) => !value)
   .map(([name]) => name);
@@ -45,6 +48,43 @@ if (SKIP) {
 }
 
 const DEFAULT_ANSWER = "The sources say so [1].";
+// Asks an unscripted upstream for an answer long enough to cancel midway.
+const LONG_QUERY = "Explain in detail, in at least 400 words, why volcanoes erupt.";
+
+function controlUrl(endpoint: string): string {
+  return `${UPSTREAM.replace(/\/+$/, "").replace(/\/v1$/, "")}/_scripted/${endpoint}`;
+}
+
+/** Why the upstream is not the scripted one, or undefined when its control endpoints answer. */
+async function probeUpstream(): Promise<string | undefined> {
+  if (!UPSTREAM) return "GROUNDWIRE_TEST_UPSTREAM is not set";
+  const url = controlUrl("requests");
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    if (!response.ok) return `${url} answered HTTP ${response.status}: not a scripted upstream`;
+    const listed: unknown = await response.json();
+    if (Array.isArray(listed)) return undefined;
+    return `${url} answered no request list: not a scripted upstream`;
+  } catch (err) {
+    return `${url} gave no scripted answer (${String(err)})`;
+  }
+}
+
+// Set before the tests run; undefined when the upstream is the scripted one.
+let unscripted: string | undefined = "not probed";
+const scripted = (): boolean => unscripted === undefined;
+
+/** The scripted answer from the scripted upstream, any text from another. */
+function checkAnswer(text: string): void {
+  if (scripted()) assert.equal(text, DEFAULT_ANSWER);
+  else assert.ok(text.trim().length > 0, "the answer is empty");
+}
+
+/** STOP, or (a real model) its token limit. */
+function checkFinish(reason: FinishReason | undefined): void {
+  if (!scripted() && reason === FinishReason.MAX_TOKENS) return;
+  assert.equal(reason, FinishReason.STOP);
+}
 
 const DOCUMENTS = [
   {
@@ -108,8 +148,7 @@ async function readAnswer(frames: AsyncIterable<GenerateResponse>): Promise<Read
 
 /** Queues a script on the scripted upstream for its next request. */
 async function queueUpstreamScript(tokens: string[], interTokenS: number): Promise<void> {
-  const base = UPSTREAM.replace(/\/v1\/?$/, "");
-  const response = await fetch(`${base}/_scripted/script`, {
+  const response = await fetch(controlUrl("script"), {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
@@ -130,7 +169,11 @@ function percentile(sorted: number[], p: number): number {
 describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
   let client: GroundwireClient;
 
-  before(() => {
+  before(async () => {
+    unscripted = await probeUpstream();
+    if (unscripted !== undefined) {
+      console.log(`skipping the checks that need the scripted upstream: ${unscripted}`);
+    }
     client = createClient({
       address: ADDRESS,
       apiKey: API_KEY,
@@ -147,10 +190,13 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
     assert.equal(await client.health(), "SERVING");
     const caps = await client.capabilities();
     assert.ok(caps.models.length > 0, "no models");
-    assert.ok(
-      caps.models.some((model) => model.name === "deepseek-v4-flash"),
-      `models: ${caps.models.map((m) => m.name).join(", ")}`,
-    );
+    // The live stack's catalog; another upstream comes with its own.
+    if (scripted()) {
+      assert.ok(
+        caps.models.some((model) => model.name === "deepseek-v4-flash"),
+        `models: ${caps.models.map((m) => m.name).join(", ")}`,
+      );
+    }
     assert.equal(caps.features["generation"], true);
   });
 
@@ -178,7 +224,7 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
     assert.equal(answer.cases.at(-1), "end", `frames: ${answer.cases.join(",")}`);
     assert.equal(answer.cases.filter((c) => c === "start").length, 1);
     assert.equal(answer.cases.filter((c) => c === "end").length, 1);
-    assert.equal(answer.text, DEFAULT_ANSWER);
+    checkAnswer(answer.text);
     const sourceIds = new Set(answer.start?.sources.map((source) => source.chunkId));
     assert.ok(sourceIds.size > 0, "no sources");
     for (const citation of answer.citations.filter((c) => c.valid)) {
@@ -186,16 +232,25 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
     }
     const end = answer.end;
     assert.ok(end);
-    assert.equal(end.finishReason, FinishReason.STOP);
+    checkFinish(end.finishReason);
     assert.ok((end.usage?.completionTokens ?? 0) > 0, "completion_tokens");
-    assert.ok((end.cost?.micros ?? 0n) > 0n, "cost micros");
-    assert.equal(end.cost?.currency, "USD");
+    // Prices come from the catalog, which another upstream brings.
+    if (scripted()) {
+      assert.ok((end.cost?.micros ?? 0n) > 0n, "cost micros");
+      assert.equal(end.cost?.currency, "USD");
+    }
   });
 
   test("5. cancel after the first delta ends the stream promptly with CANCELLED", async () => {
-    const tokens = ["Slow"];
-    for (let i = 1; i < 200; i++) tokens.push(` token${i}`);
-    await queueUpstreamScript(tokens, 0.02);
+    let query = "why do volcanoes erupt";
+    if (scripted()) {
+      const tokens = ["Slow"];
+      for (let i = 1; i < 200; i++) tokens.push(` token${i}`);
+      await queueUpstreamScript(tokens, 0.02);
+    } else {
+      console.log(`skipping the scripted slow answer (asking for a long one): ${unscripted}`);
+      query = LONG_QUERY;
+    }
     const controller = new AbortController();
     const started = performance.now();
     let abortedAt = 0;
@@ -204,11 +259,7 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
     await assert.rejects(
       async () => {
         for await (const { frame } of client.generate(
-          {
-            query: "why do volcanoes erupt",
-            grounding: { case: "retrieval", value: { topK: 3 } },
-            bypassCache: true,
-          },
+          { query, grounding: { case: "retrieval", value: { topK: 3 } }, bypassCache: true },
           { signal: controller.signal },
         )) {
           if (frame.case === "delta" && ++deltas === 1) {
@@ -227,13 +278,16 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
     );
     const ended = performance.now();
     assert.equal(deltas, 1);
-    assert.ok(firstDelta.startsWith("Slow"), `the slow script was not used: ${firstDelta}`);
+    if (scripted()) {
+      assert.ok(firstDelta.startsWith("Slow"), `the slow script was not used: ${firstDelta}`);
+    }
     const cancelMs = ended - abortedAt;
     console.log(
       `cancel: first delta after ${(abortedAt - started).toFixed(1)} ms, stream ended ${cancelMs.toFixed(1)} ms after abort`,
     );
     assert.ok(cancelMs < 1000, `the stream took ${cancelMs} ms to end after the abort`);
-    assert.ok(ended - started < 5000, "the cancelled call took 5 s or more");
+    // A real model may take seconds to its first token.
+    if (scripted()) assert.ok(ended - started < 5000, "the cancelled call took 5 s or more");
   });
 
   test("6. a bad request is a typed INVALID_ARGUMENT error", async () => {
@@ -279,8 +333,8 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
     for await (const delta of result.text) text += delta;
     assert.equal(echoed, correlationId);
     assert.equal(result.correlationId, correlationId);
-    assert.equal(text, DEFAULT_ANSWER);
-    assert.equal((await result.end).finishReason, FinishReason.STOP);
+    checkAnswer(text);
+    checkFinish((await result.end).finishReason);
   });
 
   test("8. timing: 20 sequential Generate streams", async () => {
@@ -301,8 +355,8 @@ describe("groundwire live scenario (typescript)", { skip: SKIP }, () => {
       const t0 = performance.now();
       const answer = await readAnswer(client.generate(request));
       durations.push(performance.now() - t0);
-      assert.equal(answer.end?.finishReason, FinishReason.STOP);
-      assert.equal(answer.text, DEFAULT_ANSWER);
+      checkFinish(answer.end?.finishReason);
+      checkAnswer(answer.text);
     }
     durations.sort((a, b) => a - b);
     console.log(

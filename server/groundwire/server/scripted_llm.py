@@ -5,6 +5,11 @@ real HTTP/1.1 + SSE to it, while each response's timing and failure mode (delays
 statuses, hangs, stalls, cut connections) comes from a queue of :class:`Script` objects. Every
 request is recorded, including when the client gave up on it.
 
+HTTP is aiohttp's server (a maintained one, so the double does not carry a parser of its own);
+the faults stay real at the socket level: a cut aborts the TCP connection mid-stream, a hang
+holds it open, and a client that closes is seen at once, because aiohttp cancels the handler
+when the connection is lost (``handler_cancellation``), whatever it was waiting for.
+
 Run standalone with ``python -m groundwire.server.scripted_llm --port 8089 --tokens 64``; other
 processes can script it over HTTP (``/_scripted/script``, ``/_scripted/reset``,
 ``/_scripted/requests``).
@@ -16,39 +21,59 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
+
+from aiohttp import web
 
 from groundwire.server.scripted_llm_protocol import (
     DEFAULT_ANSWER_TOKENS,
+    MAX_BODY_BYTES,
     BadRequest,
-    ChunkEncoder,
-    HttpRequest,
+    EventEncoder,
     RecordedRequest,
-    RequestReader,
     Script,
     completion_body,
     count_prompt_words,
-    error_response,
-    json_response,
-    stream_head,
+    dumps,
+    error_body,
+    retry_headers,
     usage_obj,
 )
 
 __all__ = ["DEFAULT_ANSWER_TOKENS", "RecordedRequest", "Script", "ScriptedLLM", "run_in_thread"]
 
-log = logging.getLogger(__name__)
-
 _POLL_S = 0.002
+_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+# How long stop() lets aiohttp wait for handlers; ours are cancelled before it is asked to.
+_SHUTDOWN_S = 1.0
 
 
-async def _forever() -> None:
+class _Cut(Exception):
+    """The script aborted the connection on purpose (not the client's doing)."""
+
+
+async def _forever() -> NoReturn:
     await asyncio.get_running_loop().create_future()
+    raise AssertionError("unreachable")
+
+
+def _json_response(status: int, obj: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=dumps(obj),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+
+
+def _error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return _json_response(status, error_body(status, message), headers)
 
 
 class ScriptedLLM:
@@ -68,25 +93,35 @@ class ScriptedLLM:
         self._queues: dict[str | None, deque[Script]] = {}
         self._defaults: dict[str | None, Script] = {}
         self._requests: list[RecordedRequest] = []
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         """Bind and start serving on the running loop."""
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
-        self._port = self._server.sockets[0].getsockname()[1]
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_S
+        )
+        await runner.setup()
+        await web.TCPSite(runner, self._host, self._port).start()
+        self._runner = runner
+        self._stopping = False
+        self._port = runner.addresses[0][1]
 
     async def stop(self) -> None:
         """Close the listening socket and every open connection."""
-        if self._server is None:
+        if self._runner is None:
             return
-        self._server.close()
-        tasks = list(self._connections)
+        self._stopping = True
+        # Hung and stalled answers never end on their own: end them rather than wait.
+        tasks = list(self._handlers)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        await self._runner.cleanup()
+        self._runner = None
 
     async def __aenter__(self) -> ScriptedLLM:
         await self.start()
@@ -156,62 +191,34 @@ class ScriptedLLM:
                 return queue.popleft()
         return self._defaults.get(model) or self._defaults.get(None) or self._base_default
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Every route: our own dispatch keeps 404/405 in OpenAI's error shape."""
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        requests = RequestReader(reader)
+        self._handlers.add(task)
         try:
-            while True:
-                try:
-                    request = await requests.read_request(writer)
-                except BadRequest as exc:
-                    writer.write(error_response(exc.status, exc.message, keep_alive=False))
-                    await writer.drain()
-                    break
-                if request is None or not await self._dispatch(request, requests, writer):
-                    break
-                if not request.keep_alive:
-                    break
-        except (ConnectionError, asyncio.CancelledError):
-            # stop() cancels connection tasks; ending normally spares Python 3.11's streams a
-            # traceback (its done-callback calls task.exception() on the cancelled task).
-            pass
-        except Exception:
-            log.exception("scripted LLM connection failed")
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    async def _dispatch(
-        self, request: HttpRequest, requests: RequestReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        """Answer one request; False when the connection must not be reused."""
-        keep_alive = request.keep_alive
-        try:
-            if request.path in ("/v1/chat/completions", "/chat/completions"):
+            if request.path in _CHAT_PATHS:
                 if request.method != "POST":
                     raise BadRequest(405, "use POST")
-                return await self._chat(request, requests, writer)
+                return await self._chat(request)
             if request.path.startswith("/_scripted/"):
-                response = json_response(200, self._control(request), keep_alive)
-            else:
-                raise BadRequest(404, f"no route for {request.method} {request.path}")
+                return _json_response(
+                    200, self._control(request.method, request.path, await _body(request))
+                )
+            raise BadRequest(404, f"no route for {request.method} {request.path}")
         except BadRequest as exc:
-            response = error_response(exc.status, exc.message, keep_alive)
-        writer.write(response)
-        await writer.drain()
-        return True
+            return _error_response(exc.status, exc.message)
+        finally:
+            self._handlers.discard(task)
 
-    def _control(self, request: HttpRequest) -> Any:
-        route = (request.method, request.path)
+    def _control(self, method: str, path: str, data: dict[str, Any]) -> Any:
+        route = (method, path)
         if route == ("GET", "/_scripted/requests"):
             return [r.summary() for r in self.requests]
         if route == ("POST", "/_scripted/reset"):
             self.reset()
             return {"ok": True}
         if route == ("POST", "/_scripted/script"):
-            data = _parse_json(request.body)
             model = data.get("model")
             scripts = [Script.from_json(s) for s in data.get("scripts") or []]
             if not scripts or not (model is None or isinstance(model, str)):
@@ -221,53 +228,43 @@ class ScriptedLLM:
             else:
                 self.script(model, *scripts)
             return {"ok": True}
-        raise BadRequest(404, f"no route for {request.method} {request.path}")
+        raise BadRequest(404, f"no route for {method} {path}")
 
-    async def _chat(
-        self, request: HttpRequest, requests: RequestReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        body = _parse_json(request.body)
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
         model = body.get("model")
         if not isinstance(model, str):
             raise BadRequest(400, "model must be a string")
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
         with self._lock:
-            record = RecordedRequest(
-                len(self._requests), model, body, request.headers, time.monotonic()
-            )
+            record = RecordedRequest(len(self._requests), model, body, headers, time.monotonic())
             self._requests.append(record)
             script = self._next_script(model)
-
-        # The watcher notices a client that goes away while we wait (ttft, hang, stall) instead
-        # of only at the next failed write.
-        watcher = asyncio.create_task(requests.wait_eof())
-        responder = asyncio.create_task(self._respond(script, record, request.keep_alive, writer))
         try:
-            await asyncio.wait((watcher, responder), return_when=asyncio.FIRST_COMPLETED)
-            if watcher.done() and not responder.done():
-                record.disconnected_at = time.monotonic()
-        finally:
-            watcher.cancel()
-            responder.cancel()
-            client_closed, outcome = await asyncio.gather(
-                watcher, responder, return_exceptions=True
-            )
-        if isinstance(outcome, ConnectionError):
-            if not record.completed and record.disconnected_at is None:
-                record.disconnected_at = time.monotonic()
-            return False
-        if isinstance(outcome, Exception):
-            raise outcome
-        # client_closed is None when the watcher saw EOF, a CancelledError when we stopped it.
-        return outcome is True and client_closed is not None
+            return await self._respond(script, record, request)
+        except _Cut:
+            raise asyncio.CancelledError from None
+        except asyncio.CancelledError:
+            # aiohttp saw the connection close (or stop() ended us).
+            self._note_disconnect(record)
+            raise
+        except ConnectionError:
+            # A write found the connection gone; ending as cancelled keeps aiohttp from
+            # logging a 500 for it.
+            self._note_disconnect(record)
+            raise asyncio.CancelledError from None
+
+    def _note_disconnect(self, record: RecordedRequest) -> None:
+        if not (self._stopping or record.completed or record.disconnected_at is not None):
+            record.disconnected_at = time.monotonic()
 
     async def _respond(
-        self,
-        script: Script,
-        record: RecordedRequest,
-        keep_alive: bool,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
-        """Write the scripted response; True when the connection can carry another request."""
+        self, script: Script, record: RecordedRequest, request: web.Request
+    ) -> web.StreamResponse:
+        """Send the scripted response (``_Cut`` when the script aborts the connection)."""
         body = record.body
         tokens = DEFAULT_ANSWER_TOKENS if script.tokens is None else script.tokens
         finish = script.finish_reason
@@ -289,19 +286,11 @@ class ScriptedLLM:
         if script.status != 200:
             if script.ttft_s > 0:
                 await asyncio.sleep(script.ttft_s)
-            message = f"scripted error {script.status}"
-            writer.write(
-                error_response(
-                    script.status,
-                    message,
-                    keep_alive,
-                    script.retry_after_s,
-                    script.retry_after_header,
-                )
-            )
-            await writer.drain()
+            extra = retry_headers(script.retry_after_s, script.retry_after_header)
+            response = _error_response(script.status, f"scripted error {script.status}", extra)
+            await _send(request, response)
             record.completed = True
-            return True
+            return response
 
         if not body.get("stream"):
             if script.hang:
@@ -311,24 +300,30 @@ class ScriptedLLM:
             if delay > 0:
                 await asyncio.sleep(delay)
             if script.cut_after_tokens is not None:
-                writer.transport.abort()
-                return False
+                _abort(request)
             if script.stall_after_tokens is not None:
                 await _forever()
             content = "".join(tokens)
-            response = completion_body(completion_id, created, model, content, finish, usage)
-            writer.write(json_response(200, response, keep_alive))
-            await writer.drain()
+            completion = completion_body(completion_id, created, model, content, finish, usage)
+            response = _json_response(200, completion)
+            await _send(request, response)
             record.first_token_at = time.monotonic()
             record.tokens_sent = len(tokens)
             record.completed = True
-            return True
+            return response
 
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        encoder = ChunkEncoder(completion_id, created, model, include_usage)
-        writer.write(stream_head(keep_alive))
-        await writer.drain()
+        encoder = EventEncoder(completion_id, created, model, include_usage)
+        stream = web.StreamResponse(
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+            }
+        )
+        # One write is one HTTP chunk: every SSE event travels in a chunk of its own.
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)  # a StreamResponse sends its headers here
         if script.hang:
             await _forever()
         if script.ttft_s > 0:
@@ -339,37 +334,48 @@ class ScriptedLLM:
         due = loop.time()
         for i in range(sent):
             if i == 0:
-                writer.write(encoder.role())
-                await writer.drain()
+                await stream.write(encoder.role())
             elif script.inter_token_s > 0:
                 due += script.inter_token_s
                 if (delay := due - loop.time()) > 0:
                     await asyncio.sleep(delay)
-            writer.write(encoder.content(tokens[i]))
-            await writer.drain()
+            await stream.write(encoder.content(tokens[i]))
             if i == 0:
                 record.first_token_at = time.monotonic()
             record.tokens_sent += 1
         if script.cut_after_tokens is not None:
-            writer.transport.abort()
-            return False
+            _abort(request)
         if script.stall_after_tokens is not None:
             await _forever()
         if sent == 0:
-            writer.write(encoder.role())
-            await writer.drain()
-        writer.write(encoder.finish(finish))
-        await writer.drain()
+            await stream.write(encoder.role())
+        await stream.write(encoder.finish(finish))
         if include_usage and script.usage:
-            writer.write(encoder.usage(usage))
-            await writer.drain()
-        writer.write(ChunkEncoder.DONE)
-        await writer.drain()
+            await stream.write(encoder.usage(usage))
+        await stream.write_eof(EventEncoder.DONE)
         record.completed = True
-        return True
+        return stream
 
 
-def _parse_json(raw: bytes) -> dict[str, Any]:
+def _abort(request: web.Request) -> NoReturn:
+    """Abort the TCP connection: no final chunk, no ``[DONE]``, the client reads a reset."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise _Cut
+
+
+async def _send(request: web.Request, response: web.Response) -> None:
+    """Send a whole response now (headers and body in one write), so that what the request
+    records happens after the bytes left."""
+    await response.prepare(request)
+    await response.write_eof()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequest(413, "body too large") from None
     try:
         data = json.loads(raw or b"{}")
     except ValueError:

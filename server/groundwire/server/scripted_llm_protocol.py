@@ -1,25 +1,20 @@
 """Data types and wire format of the scripted LLM (see ``scripted_llm``).
 
-Scripts and recorded requests, minimal HTTP/1.1 framing and OpenAI chat-completion bodies; the
-behaviour (queues, timing, disconnect detection) lives in ``scripted_llm``. Constant parts of
-stream chunks are encoded once per response so that a token costs one small ``json.dumps``.
+Scripts, recorded requests and the OpenAI chat-completion bodies and SSE events; HTTP itself is
+aiohttp's, and the behaviour (queues, timing, faults, disconnect detection) lives in
+``scripted_llm``. Constant parts of stream events are encoded once per response so that a token
+costs one small ``json.dumps``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
-MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
-_READ_SIZE = 64 * 1024
-
-LAST_CHUNK = b"0\r\n\r\n"
 
 
 class BadRequest(Exception):
@@ -29,129 +24,6 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass
-class HttpRequest:
-    """One parsed HTTP request."""
-
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def keep_alive(self) -> bool:
-        """Whether the client lets the connection carry another request after this one."""
-        connection = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in connection
-        return "close" not in connection
-
-
-class RequestReader:
-    """Reads HTTP/1.1 requests off one connection.
-
-    It owns a buffer rather than using ``StreamReader.readuntil`` because the disconnect watcher
-    reads during a response: whatever a pipelining client sends early must survive for the next
-    request instead of being consumed by the watcher.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
-        self._buf = bytearray()
-
-    async def _fill(self) -> bool:
-        try:
-            data = await self._reader.read(_READ_SIZE)
-        except ConnectionError:
-            return False
-        if not data:
-            return False
-        self._buf += data
-        return True
-
-    async def wait_eof(self) -> None:
-        """Return when the client closes (or resets) the connection, buffering what it sends."""
-        while await self._fill():
-            if len(self._buf) > MAX_HEAD_BYTES + MAX_BODY_BYTES:
-                return
-
-    async def _read_line(self) -> bytes:
-        while (end := self._buf.find(b"\r\n")) < 0:
-            if len(self._buf) > MAX_HEAD_BYTES:
-                raise BadRequest(431, "line too long")
-            if not await self._fill():
-                raise ConnectionResetError("connection closed mid-request")
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 2]
-        return line
-
-    async def _read_exactly(self, size: int) -> bytes:
-        while len(self._buf) < size:
-            if not await self._fill():
-                raise ConnectionResetError("connection closed mid-request")
-        data = bytes(self._buf[:size])
-        del self._buf[:size]
-        return data
-
-    async def read_request(self, writer: asyncio.StreamWriter) -> HttpRequest | None:
-        """The next request, or None when the client closed the connection between requests."""
-        while (end := self._buf.find(b"\r\n\r\n")) < 0:
-            if len(self._buf) > MAX_HEAD_BYTES:
-                raise BadRequest(431, "request head too large")
-            if not await self._fill():
-                if self._buf.strip():
-                    raise ConnectionResetError("connection closed mid-request")
-                return None
-        head = bytes(self._buf[:end]).decode("latin-1").lstrip("\r\n")
-        del self._buf[: end + 4]
-        request_line, *header_lines = head.split("\r\n")
-        try:
-            method, target, version = request_line.split(" ", 2)
-        except ValueError:
-            raise BadRequest(400, f"malformed request line {request_line!r}") from None
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise BadRequest(400, f"malformed header line {line!r}")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        if headers.get("expect", "").lower() == "100-continue":
-            # curl waits up to a second for this before sending bodies over 1 KiB.
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await writer.drain()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await self._read_chunked()
-        else:
-            try:
-                length = int(headers.get("content-length", "0"))
-            except ValueError:
-                raise BadRequest(400, "bad content-length") from None
-            if not 0 <= length <= MAX_BODY_BYTES:
-                raise BadRequest(413, "body too large")
-            body = await self._read_exactly(length)
-        path = target.split("?", 1)[0]
-        return HttpRequest(method.upper(), path, version, headers, body)
-
-    async def _read_chunked(self) -> bytes:
-        body = bytearray()
-        while True:
-            try:
-                size = int((await self._read_line()).split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest(400, "bad chunk size") from None
-            if size == 0:
-                while await self._read_line():  # trailers, up to the blank line
-                    pass
-                return bytes(body)
-            body += await self._read_exactly(size)
-            await self._read_exactly(2)
-            if len(body) > MAX_BODY_BYTES:
-                raise BadRequest(413, "body too large")
 
 
 # The citation marker is split across pieces on purpose: real models do that, and citation
@@ -253,43 +125,14 @@ def count_prompt_words(messages: Any) -> int:
     return count
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+# One encoder for every call: json.dumps with separators builds a new one each time, which
+# costs more than encoding a token.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def http_chunk(payload: bytes) -> bytes:
-    """``payload`` framed as one chunk of a chunked transfer encoding."""
-    return b"%x\r\n%s\r\n" % (len(payload), payload)
-
-
-def _head(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if not keep_alive:
-        lines.append("connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def stream_head(keep_alive: bool) -> bytes:
-    """Status line and headers of a streamed (SSE) completion."""
-    headers = [
-        ("content-type", "text/event-stream; charset=utf-8"),
-        ("cache-control", "no-cache"),
-        ("transfer-encoding", "chunked"),
-    ]
-    return _head(200, headers, keep_alive)
-
-
-def json_response(
-    status: int,
-    obj: Any,
-    keep_alive: bool,
-    extra_headers: list[tuple[str, str]] | None = None,
-) -> bytes:
-    """A complete response with a JSON body."""
-    body = _dumps(obj)
-    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    return _head(status, headers + (extra_headers or []), keep_alive) + body
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, as OpenAI sends it."""
+    return _ENCODER.encode(obj).encode()
 
 
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
@@ -306,24 +149,23 @@ _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
 }
 
 
-def error_response(
-    status: int,
-    message: str,
-    keep_alive: bool,
-    retry_after_s: float | None = None,
-    retry_after_header: str | None = None,
-) -> bytes:
-    """An error in OpenAI's shape, with ``Retry-After``/``retry-after-ms`` when given
-    (``retry_after_header``: a ``Retry-After`` value sent verbatim, and no milliseconds)."""
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """An error in OpenAI's shape (``type`` and ``code`` follow the status)."""
     kind, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "api_error", None))
-    extra: list[tuple[str, str]] = []
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def retry_headers(retry_after_s: float | None, retry_after_header: str | None) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` for ``retry_after_s``;
+    ``retry_after_header`` instead is a ``Retry-After`` sent verbatim, without milliseconds."""
     if retry_after_header is not None:
-        extra.append(("retry-after", retry_after_header))
-    elif retry_after_s is not None:
-        extra.append(("retry-after", str(math.ceil(retry_after_s))))
-        extra.append(("retry-after-ms", str(round(retry_after_s * 1000))))
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return json_response(status, body, keep_alive, extra)
+        return {"retry-after": retry_after_header}
+    if retry_after_s is not None:
+        return {
+            "retry-after": str(math.ceil(retry_after_s)),
+            "retry-after-ms": str(round(retry_after_s * 1000)),
+        }
+    return {}
 
 
 def usage_obj(prompt: int, completion: int, cached: int) -> dict[str, Any]:
@@ -358,16 +200,16 @@ def completion_body(
     }
 
 
-class ChunkEncoder:
-    """Builds the HTTP chunks of one streamed completion (each holding one SSE event)."""
+class EventEncoder:
+    """Builds the SSE events of one streamed completion (the server sends each as one HTTP
+    chunk)."""
 
-    DONE = http_chunk(b"data: [DONE]\n\n") + LAST_CHUNK
+    DONE = b"data: [DONE]\n\n"
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self._head = (
             b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,'
-            b'"system_fingerprint":null,"choices":['
-            % (_dumps(completion_id), created, _dumps(model))
+            b'"system_fingerprint":null,"choices":[' % (dumps(completion_id), created, dumps(model))
         )
         # OpenAI sends "usage": null on every chunk but the last when usage was requested.
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
@@ -377,22 +219,22 @@ class ChunkEncoder:
     def _choice(self, delta: bytes, finish: str | None) -> bytes:
         choice = b'{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}' % (
             delta,
-            _dumps(finish),
+            dumps(finish),
         )
-        return http_chunk(self._head + choice + b"]" + self._tail)
+        return self._head + choice + b"]" + self._tail
 
     def role(self) -> bytes:
-        """The opening chunk: the assistant role with empty content."""
+        """The opening event: the assistant role with empty content."""
         return self._choice(b'{"role":"assistant","content":""}', None)
 
     def content(self, piece: str) -> bytes:
         """One content piece."""
-        return http_chunk(self._content_prefix + _dumps(piece) + self._content_suffix)
+        return self._content_prefix + dumps(piece) + self._content_suffix
 
     def finish(self, reason: str) -> bytes:
-        """The chunk carrying the finish reason and an empty delta."""
+        """The event carrying the finish reason and an empty delta."""
         return self._choice(b"{}", reason)
 
     def usage(self, usage: dict[str, Any]) -> bytes:
-        """The final usage chunk (no choices)."""
-        return http_chunk(self._head + b'],"usage":' + _dumps(usage) + b"}\n\n")
+        """The final usage event (no choices)."""
+        return self._head + b'],"usage":' + dumps(usage) + b"}\n\n"
