@@ -288,3 +288,15 @@ async def test_async_client_raises_typed_errors() -> None:
         with pytest.raises(errors.Unavailable):
             async for _ in client.generate("Why?"):
                 pass
+
+
+def test_describe_puts_one_fact_on_each_line() -> None:
+    error = errors.from_rpc_error(_sync_error(_bad_temperature()))
+    assert error.describe().splitlines() == [
+        "INVALID_ARGUMENT: invalid request: temperature: must be between 0 and 2",
+        "  temperature: must be between 0 and 2",
+        "  retrieval.top_k: must be at most 100",
+        "  reason ERROR_REASON_INVALID_FIELD, correlation id cid-42",
+    ]
+    bare = GroundwireError(grpc.StatusCode.UNAVAILABLE, "down", retry_after=0.2)
+    assert bare.describe() == "UNAVAILABLE: down\n  retry after 0.2 s"

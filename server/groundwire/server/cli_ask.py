@@ -1,20 +1,20 @@
-"""``groundwire ask``: the answer as it streams, then its sources, route, usage and cost."""
+"""``groundwire ask``: the answer as it streams, then its sources, route, usage and cost.
+
+The call goes through the SDK's ``AsyncClient``, so credentials, correlation id, tier names
+and error decoding are the SDK's. The timings print as parts that add up to the total (the
+contract's ``overhead`` contains the retrieval, so printing both side by side misleads).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import grpc
 from google.protobuf import duration_pb2, json_format
 
-from groundwire.v1 import generation_pb2, generation_pb2_grpc, retrieval_pb2
-
-TIERS = {
-    "standard": generation_pb2.TIER_STANDARD,
-    "economy": generation_pb2.TIER_ECONOMY,
-    "long-context": generation_pb2.TIER_LONG_CONTEXT,
-}
+from groundwire.sdk import TIERS, AsyncClient, tier
+from groundwire.sdk.errors import GroundwireError
+from groundwire.v1 import generation_pb2, retrieval_pb2
 
 
 def add_arguments(ask: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def build_request(
         query=args.question, retrieval=retrieval, bypass_cache=args.no_answer_cache
     )
     if args.tier:
-        request.tier = TIERS[args.tier]
+        request.tier = tier(args.tier)
     if args.model:
         request.model = args.model
     if args.temperature is not None:
@@ -49,8 +49,35 @@ def build_request(
     return request
 
 
-def _ms(value: duration_pb2.Duration) -> str:
-    return f"{value.ToMicroseconds() / 1000:.0f} ms"
+def _ms(value: duration_pb2.Duration) -> int:
+    return round(value.ToMicroseconds() / 1000)
+
+
+def timing_parts(
+    timings: generation_pb2.GenerationTimings, attempts: int
+) -> tuple[list[tuple[str, int]], int]:
+    """Where an answer's time went, in whole milliseconds: parts that sum to the total.
+
+    The model's share is ``total - overhead`` (the time spent waiting on upstream calls),
+    split at its first token; "other" is the rest of our own time, so rounding never breaks
+    the sum.
+    """
+    total = _ms(timings.total)
+    model = max(0, total - _ms(timings.overhead))
+    first = min(_ms(timings.upstream_first_token), model)
+    parts = [("retrieval", _ms(timings.retrieval))]
+    if _ms(timings.cache):
+        parts.append(("answer cache", _ms(timings.cache)))
+    if model:
+        if attempts > 1:
+            parts += [
+                ("model first token (last attempt)", first),
+                (f"model other ({attempts} attempts)", model - first),
+            ]
+        else:
+            parts += [("model first token", first), ("model generation", model - first)]
+    parts.append(("other", max(0, total - sum(ms for _, ms in parts))))
+    return parts, total
 
 
 def _name(name: str, prefix: str) -> str:
@@ -97,41 +124,31 @@ def print_summary(
         f"usage {usage.prompt_tokens} tokens in{cached}, {usage.completion_tokens} out; "
         f"cost {end.cost.micros / 1_000_000:.6f} {end.cost.currency}"
     )
-    t = end.timings
+    parts, total = timing_parts(end.timings, end.attempts)
     print(
-        f"first token {_ms(t.first_token)} (upstream {_ms(t.upstream_first_token)}), "
-        f"total {_ms(t.total)} (retrieval {_ms(t.retrieval)}, overhead {_ms(t.overhead)})"
+        "time "
+        + " + ".join(f"{name} {ms} ms" for name, ms in parts)
+        + f" = total {total} ms; first text after {_ms(end.timings.first_token)} ms"
     )
     if end.detail:
         print(f"detail: {end.detail}")
 
 
-async def ask(
-    args: argparse.Namespace,
-    request: generation_pb2.GenerateRequest,
-    metadata: list[tuple[str, str]],
-    channel: grpc.aio.Channel,
-) -> int:
-    """Stream one answer to stdout."""
-    stub = generation_pb2_grpc.GenerationServiceStub(channel)
-    call = stub.Generate(request, metadata=metadata, timeout=args.timeout)
-    start = generation_pb2.StartFrame()
-    citations: list[generation_pb2.CitationFrame] = []
-    end: generation_pb2.EndFrame | None = None
-    async for frame in call:
-        if args.json:
-            print(json_format.MessageToJson(frame, indent=None), flush=True)
-            continue
-        kind = frame.WhichOneof("frame")
-        if kind == "start":
-            start = frame.start
-        elif kind == "delta":
-            sys.stdout.write(frame.delta.text)
-            sys.stdout.flush()
-        elif kind == "citation":
-            citations.append(frame.citation)
-        elif kind == "end":
-            end = frame.end
+async def ask(args: argparse.Namespace, request: generation_pb2.GenerateRequest) -> int:
+    """Stream one answer to stdout, then its summary (also after a failure mid-answer)."""
+    async with AsyncClient(args.address, api_key=args.api_key) as client:
+        stream = client.generate(request, timeout=args.timeout, correlation_id=args.correlation_id)
+        try:
+            async for frame in stream:
+                if args.json:
+                    print(json_format.MessageToJson(frame, indent=None), flush=True)
+                elif frame.WhichOneof("frame") == "delta":
+                    sys.stdout.write(frame.delta.text)
+                    sys.stdout.flush()
+        except GroundwireError:
+            if not args.json and stream.start is not None:
+                print_summary(stream.start, stream.citations, stream.end)
+            raise
     if not args.json:
-        print_summary(start, citations, end)
+        print_summary(stream.start or generation_pb2.StartFrame(), stream.citations, stream.end)
     return 0

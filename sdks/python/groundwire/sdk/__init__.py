@@ -16,10 +16,16 @@ raises a :class:`~groundwire.sdk.errors.GroundwireError`.
 
 from groundwire.sdk import errors
 from groundwire.sdk._common import (
+    DEFAULT_CHANNEL_OPTIONS,
     DEFAULT_STREAM_TIMEOUT_S,
     DEFAULT_UNARY_TIMEOUT_S,
+    RETRIEVAL_MODES,
+    TIERS,
     ServingStatus,
+    retrieval_mode,
+    tier,
 )
+from groundwire.sdk._ingest import DEFAULT_INGEST_BATCH_SIZE, IngestProgress
 from groundwire.sdk._version import __version__
 from groundwire.sdk.aio import AsyncClient, AsyncGenerateStream, AsyncTextStream
 from groundwire.sdk.client import Client, GenerateStream, TextStream
@@ -41,8 +47,12 @@ from groundwire.v1.retrieval_pb2 import (
 )
 
 __all__ = [
+    "DEFAULT_CHANNEL_OPTIONS",
+    "DEFAULT_INGEST_BATCH_SIZE",
     "DEFAULT_STREAM_TIMEOUT_S",
     "DEFAULT_UNARY_TIMEOUT_S",
+    "RETRIEVAL_MODES",
+    "TIERS",
     "AsyncClient",
     "AsyncGenerateStream",
     "AsyncTextStream",
@@ -60,6 +70,7 @@ __all__ = [
     "GetCapabilitiesResponse",
     "GroundwireError",
     "IngestDocumentsResponse",
+    "IngestProgress",
     "MetadataFilter",
     "MetadataValue",
     "QuotaViolation",
@@ -69,4 +80,6 @@ __all__ = [
     "TextStream",
     "__version__",
     "errors",
+    "retrieval_mode",
+    "tier",
 ]

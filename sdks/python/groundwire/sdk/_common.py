@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeAlias, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
@@ -28,6 +29,27 @@ HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 ChannelOptions: TypeAlias = Sequence[tuple[str, Any]] | Mapping[str, Any]
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
 RetrievalModeLike: TypeAlias = retrieval_pb2.RetrievalMode.ValueType | str
+TierLike: TypeAlias = generation_pb2.Tier.ValueType | str
+
+#: The retrieval modes by their short names (``"dense"``, ``"sparse"``, ``"hybrid"``), the
+#: names :func:`retrieval_mode`, the ``mode=`` keyword and command-line flags accept. Read
+#: from the generated enum, so a mode the contract adds appears here without an SDK change.
+RETRIEVAL_MODES: Mapping[str, retrieval_pb2.RetrievalMode.ValueType] = MappingProxyType(
+    {
+        name.removeprefix("RETRIEVAL_MODE_").lower(): value
+        for name, value in retrieval_pb2.RetrievalMode.items()
+        if value != retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED
+    }
+)
+#: The model tiers by their short names (``"standard"``, ``"economy"``, ``"long-context"``),
+#: the names :func:`tier` accepts; read from the generated enum like :data:`RETRIEVAL_MODES`.
+TIERS: Mapping[str, generation_pb2.Tier.ValueType] = MappingProxyType(
+    {
+        name.removeprefix("TIER_").lower().replace("_", "-"): value
+        for name, value in generation_pb2.Tier.items()
+        if value != generation_pb2.TIER_UNSPECIFIED
+    }
+)
 
 
 class ServingStatus(enum.IntEnum):
@@ -84,8 +106,21 @@ def retrieval_mode(mode: RetrievalModeLike) -> retrieval_pb2.RetrievalMode.Value
         try:
             return retrieval_pb2.RetrievalMode.Value(name)
         except ValueError:
-            raise ValueError(f"unknown retrieval mode {mode!r}") from None
+            raise ValueError(
+                f"unknown retrieval mode {mode!r}; known: {', '.join(RETRIEVAL_MODES)}"
+            ) from None
     return mode
+
+
+def tier(value: TierLike) -> generation_pb2.Tier.ValueType:
+    """A model tier from its enum value or name (``"long-context"``, ``"TIER_LONG_CONTEXT"``)."""
+    if isinstance(value, str):
+        short = value.lower().removeprefix("tier_").replace("_", "-")
+        try:
+            return TIERS[short]
+        except KeyError:
+            raise ValueError(f"unknown tier {value!r}; known: {', '.join(TIERS)}") from None
+    return value
 
 
 def retrieve_request(

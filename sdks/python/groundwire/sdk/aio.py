@@ -29,6 +29,13 @@ from groundwire.sdk._common import (
     new_correlation_id,
     retrieve_request,
 )
+from groundwire.sdk._ingest import (
+    DEFAULT_INGEST_BATCH_SIZE,
+    IngestProgress,
+    advance,
+    async_batches,
+    check_batch_size,
+)
 from groundwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -334,6 +341,34 @@ class AsyncClient:
             correlation_id,
             DEFAULT_STREAM_TIMEOUT_S,
         )
+
+    def ingest_batches(
+        self,
+        documents: Iterable[documents_pb2.Document] | AsyncIterable[documents_pb2.Document],
+        *,
+        batch_size: int = DEFAULT_INGEST_BATCH_SIZE,
+        timeout: float | None = None,
+        correlation_id: str | None = None,
+    ) -> AsyncIterator[IngestProgress]:
+        """Ingest ``documents`` in calls of ``batch_size``; ``async for`` the progress after each.
+
+        Not a coroutine: it returns the async iterator at once (and refuses a ``batch_size``
+        below one at once). Each batch is one ``IngestDocuments`` call with its own deadline,
+        all under one correlation id; see :meth:`Client.ingest_batches
+        <groundwire.sdk.Client.ingest_batches>`. When the iterating task is cancelled, the last
+        progress it received still counts what the server wrote.
+        """
+        check_batch_size(batch_size)
+        sent = new_correlation_id(correlation_id)
+
+        async def calls() -> AsyncIterator[IngestProgress]:
+            progress: IngestProgress | None = None
+            async for batch in async_batches(documents, batch_size):
+                summary = await self.ingest(batch, timeout=timeout, correlation_id=sent)
+                progress = advance(progress, summary, len(batch))
+                yield progress
+
+        return calls()
 
     async def delete_documents(
         self,

@@ -28,6 +28,13 @@ from groundwire.sdk._common import (
     new_correlation_id,
     retrieve_request,
 )
+from groundwire.sdk._ingest import (
+    DEFAULT_INGEST_BATCH_SIZE,
+    IngestProgress,
+    advance,
+    batches,
+    check_batch_size,
+)
 from groundwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -296,6 +303,35 @@ class Client:
             correlation_id,
             DEFAULT_STREAM_TIMEOUT_S,
         )
+
+    def ingest_batches(
+        self,
+        documents: Iterable[documents_pb2.Document],
+        *,
+        batch_size: int = DEFAULT_INGEST_BATCH_SIZE,
+        timeout: float | None = None,
+        correlation_id: str | None = None,
+    ) -> Iterator[IngestProgress]:
+        """Ingest ``documents`` in calls of ``batch_size``; yield the progress after each.
+
+        Each batch is one ``IngestDocuments`` call with its own deadline (``timeout``, as for
+        :meth:`ingest`), and all carry one correlation id (yours or a fresh one). What the last
+        yielded :class:`~groundwire.sdk.IngestProgress` counts is written, so a caller that
+        stops early, or whose later batch fails with a
+        :class:`~groundwire.sdk.errors.GroundwireError`, knows what got in. Documents are read
+        lazily, one batch at a time.
+        """
+        check_batch_size(batch_size)
+        sent = new_correlation_id(correlation_id)
+
+        def calls() -> Iterator[IngestProgress]:
+            progress: IngestProgress | None = None
+            for batch in batches(documents, batch_size):
+                summary = self.ingest(batch, timeout=timeout, correlation_id=sent)
+                progress = advance(progress, summary, len(batch))
+                yield progress
+
+        return calls()
 
     def delete_documents(
         self,

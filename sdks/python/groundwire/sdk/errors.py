@@ -144,6 +144,30 @@ class GroundwireError(Exception):
             extras.append(f"correlation id {self.correlation_id}")
         return f"{text} ({'; '.join(extras)})" if extras else text
 
+    def describe(self) -> str:
+        """The error for a person to read, one fact a line (``str()`` packs them in one line).
+
+        The code and message first, then each offending field and spent quota indented, the
+        suggested retry delay, and last the reason and the correlation id to quote::
+
+            INVALID_ARGUMENT: invalid request: top_k: must be between 1 and 100
+              top_k: must be between 1 and 100
+              reason ERROR_REASON_INVALID_FIELD, correlation id 3f9c…
+        """
+        lines = [f"{self.code.name}: {self.message}"]
+        lines += [f"  {v.field}: {v.description}" for v in self.field_violations]
+        lines += [f"  quota {v.subject}: {v.description}" for v in self.quota_violations]
+        if self.retry_after is not None:
+            lines.append(f"  retry after {self.retry_after:g} s")
+        tail = []
+        if self.reason != REASON_UNSPECIFIED:
+            tail.append(f"reason {self.reason}")
+        if self.correlation_id:
+            tail.append(f"correlation id {self.correlation_id}")
+        if tail:
+            lines.append(f"  {', '.join(tail)}")
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(code={self.code.name}, message={self.message!r}, "
