@@ -1,10 +1,15 @@
-"""The extractive fallback answer, scored with the real BM25 encoder."""
+"""The extractive fallback answer, scored with the real BM25 encoder, on passages that are
+real chunking output where overlaps matter."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from groundwire.clients.sparse import Bm25Encoder
+from groundwire.clients.tokenization import HFTokenizer, bundled_minilm_path
+from groundwire.server.pipeline.chunking import Chunker, ChunkSpan
 from groundwire.server.pipeline.generation.extractive import (
     ELLIPSIS,
     extractive_answer,
@@ -317,3 +322,148 @@ def test_rejects_limits_below_one(encoder: Bm25Encoder, sentences: int, chars: i
         extractive_answer(
             "aspirin", [(1, FEVER)], encoder, max_sentences=sentences, max_sentence_chars=chars
         )
+
+
+# ---- overlapping chunks of one document (real chunking) ----------------------------------
+
+DOCUMENT = " ".join(
+    [
+        "Aspirin is one of the oldest drugs still in use.",
+        "It was first made by Bayer in 1897 from the bark of the willow tree.",
+        "Aspirin lowers fever by blocking prostaglandin synthesis in the hypothalamus, which "
+        "resets the body's thermostat.",
+        "It also thins the blood, so doctors prescribe low doses to prevent heart attacks and "
+        "strokes.",
+        "Children with viral infections should not take it because of the risk of Reye's syndrome.",
+        "Paracetamol lowers fever as well but has almost no anti-inflammatory effect.",
+        "Overdoses of paracetamol damage the liver.",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> HFTokenizer:
+    return HFTokenizer.from_file(bundled_minilm_path() / "tokenizer.json")
+
+
+def chunked(tokenizer: HFTokenizer, chunk_tokens: int, overlap_tokens: int) -> list[ChunkSpan]:
+    chunks = Chunker(tokenizer, chunk_tokens, overlap_tokens).split(DOCUMENT)
+    assert len(chunks) > 2  # the test is about overlaps: several chunks
+    return chunks
+
+
+def cited_sentences(answer: str) -> list[tuple[str, list[int]]]:
+    """(sentence without its marker and final punctuation, cited numbers) for each sentence
+    of ``answer``; every marker of the answer is in one of them."""
+    found = re.findall(r"(.+?) \[(\d+(?:, \d+)*)\][.!?]*(?: |$)", answer)
+    assert sum(len(numbers.split(", ")) for _, numbers in found) == len(
+        re.findall(r"\d+", "".join(re.findall(r"\[[\d, ]+\]", answer)))
+    )
+    return [(body, [int(n) for n in numbers.split(", ")]) for body, numbers in found]
+
+
+@pytest.mark.parametrize(("chunk_tokens", "overlap_tokens"), [(24, 8), (32, 12), (40, 16)])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "how does aspirin lower fever prostaglandin hypothalamus",
+        "aspirin blood heart attacks strokes",
+        "Reye's syndrome children viral infections",
+        "paracetamol fever liver",
+    ],
+)
+def test_overlapping_chunks_give_each_stretch_once_with_true_citations(
+    encoder: Bm25Encoder, minilm: HFTokenizer, query: str, chunk_tokens: int, overlap_tokens: int
+) -> None:
+    chunks = chunked(minilm, chunk_tokens, overlap_tokens)
+    passages = [(number, chunk.text) for number, chunk in enumerate(chunks, start=1)]
+
+    answer = extractive_answer(query, passages, encoder, max_sentences=7)
+
+    sentences = cited_sentences(answer)
+    assert sentences
+    texts = [text for text, _ in sentences]
+    for text, numbers in sentences:
+        assert not any(text in other for other in texts if other != text)  # no repeats
+        start = DOCUMENT.find(text)
+        assert start >= 0
+        end = start + len(text)
+        spans = [(chunks[n - 1].start_char, chunks[n - 1].end_char) for n in numbers]
+        # Each cited passage holds part of the sentence, and together they hold all of it.
+        assert all(s < end and start < e for s, e in spans)
+        covered = start
+        for s, e in sorted(spans):
+            assert s <= covered
+            covered = max(covered, e)
+        assert covered >= end
+
+
+def test_the_repeat_of_a_chunk_overlap_is_left_out(
+    encoder: Bm25Encoder, minilm: HFTokenizer
+) -> None:
+    chunks = chunked(minilm, 32, 12)
+    passages = [(number, chunk.text) for number, chunk in enumerate(chunks, start=1)]
+
+    answer = extractive_answer(
+        "how does aspirin lower fever prostaglandin hypothalamus", passages, encoder
+    )
+
+    assert answer.startswith(
+        "Aspirin lowers fever by blocking prostaglandin synthesis in the hypothalamus, which "
+        "resets the body's thermostat ["
+    )
+    assert answer.count("Aspirin lowers fever by blocking") == 1
+    assert answer.count("prostaglandin") == 1
+
+
+def test_a_cut_copy_gives_way_to_a_whole_copy_in_a_lower_ranked_passage(
+    encoder: Bm25Encoder,
+) -> None:
+    passages = [
+        (1, "Aspirin is old. Aspirin lowers fever by blocking prostaglandin syn"),
+        (2, "Aspirin lowers fever by blocking prostaglandin synthesis. It is cheap."),
+    ]
+
+    answer = extractive_answer("aspirin fever prostaglandin", passages, encoder, max_sentences=2)
+
+    assert answer == (
+        "Aspirin lowers fever by blocking prostaglandin synthesis [2]. Aspirin is old [1]."
+    )
+
+
+def test_two_cut_halves_are_joined_and_cite_both_passages(encoder: Bm25Encoder) -> None:
+    passages = [
+        (3, "ocks prostaglandin synthesis in the hypothalamus of the brain."),
+        (1, "Aspirin is old. Aspirin lowers fever because it blocks prostaglandin synth"),
+    ]
+
+    answer = extractive_answer("fever prostaglandin", passages, encoder, max_sentences=1)
+
+    assert answer == (
+        "Aspirin lowers fever because it blocks prostaglandin synthesis in the hypothalamus "
+        "of the brain [1, 3]."
+    )
+
+
+def test_edges_sharing_only_a_few_characters_are_not_joined(encoder: Bm25Encoder) -> None:
+    passages = [
+        (1, "Aspirin is old. Aspirin lowers fever in the"),
+        (2, "in the morning the ward is quiet. Aspirin is cheap."),
+    ]
+
+    answer = extractive_answer("aspirin fever morning", passages, encoder, max_sentences=4)
+
+    assert "Aspirin lowers fever in the [1]" in answer
+    assert "in the morning the ward is quiet [2]." in answer
+
+
+def test_the_same_sentence_in_two_documents_is_used_once(encoder: Bm25Encoder) -> None:
+    passages = [
+        (1, "Aspirin is a salicylate. Aspirin lowers fever."),
+        (2, "Willow bark was chewed for pain. Aspirin lowers fever."),
+    ]
+
+    answer = extractive_answer("aspirin fever", passages, encoder)
+
+    assert answer.count("Aspirin lowers fever") == 1
+    assert "Aspirin lowers fever [1]." in answer

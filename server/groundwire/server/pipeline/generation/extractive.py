@@ -3,6 +3,13 @@
 Sentences are scored by the query terms they contain, with the sparse encoder's document
 weights as term frequency and an IDF computed over the candidate sentences themselves (a term
 found in every candidate tells them apart no better than none). Deterministic and pure.
+
+Passages are often adjacent chunks of one document that share their overlap (chunking repeats
+the last tokens of a chunk at the start of the next), and a chunk's edges cut sentences. So a
+sentence is a candidate once: exact repeats (also across documents) keep the best-ranked copy,
+a cut copy at a passage's edge gives way to a whole copy elsewhere, and two cut halves that
+overlap are joined into the whole sentence, cited with both passages (each cited passage holds
+part of it, so every citation stays true).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ _NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "vol", "p", "pp", "ch", "sec", "
 # Reference markers inside the passages (Wikipedia's "[12]") would read as our own citations.
 _REFERENCE_MARKER = re.compile(r"\s*\[\d{1,4}(?:\s*,\s*\d{1,4})*\]")
 _TRAILING_TERMINATORS = re.compile(r"[.!?]+$")
+# The shortest shared stretch that joins two cut halves of one sentence: chunk overlaps are
+# tens of tokens (hundreds of characters), a chance match between unrelated texts is short.
+MIN_JOIN_CHARS = 24
 
 
 def split_sentences(text: str) -> list[str]:
@@ -80,10 +90,12 @@ def _append(sentences: list[str], candidate: str) -> None:
 
 @dataclass(frozen=True)
 class _Candidate:
-    rank: int  # the passage's position in ``passages``
-    index: int  # the sentence's position in its passage
-    number: int  # the passage's source number
+    rank: int  # the (best) passage's position in ``passages``
+    index: int  # the sentence's position in that passage
+    numbers: tuple[int, ...]  # the source numbers cited: one, or more for a joined sentence
     text: str
+    first: bool = False  # the passage's first sentence: a chunk may have cut its start
+    last: bool = False  # the passage's last sentence: a chunk may have cut its end
 
 
 def extractive_answer(
@@ -100,7 +112,10 @@ def extractive_answer(
 
     ``passages`` are (source number, text) in rank order; ties go to the higher-ranked
     passage, then the earlier sentence. A sentence repeated in several passages (overlapping
-    chunks) is a candidate once, from its best-ranked passage. When no sentence shares a term
+    chunks, or the same text in two documents) is a candidate once, from its best-ranked
+    passage; a sentence cut at a passage's edge is left out when another passage holds it
+    whole, and joined with its other half (citing both) when each holds a cut half. When no
+    sentence shares a term
     with the query, the answer is the first sentence of the first passage that has one. ""
     when there are no sentences. Raise ValueError unless both limits are at least 1.
     """
@@ -125,17 +140,96 @@ def extractive_answer(
 
 
 def _candidates(passages: Sequence[tuple[int, str]]) -> list[_Candidate]:
-    seen: set[str] = set()
-    candidates: list[_Candidate] = []
+    sentences: list[_Candidate] = []
     for rank, (number, text) in enumerate(passages):
-        for index, sentence in enumerate(split_sentences(text)):
-            cleaned = _REFERENCE_MARKER.sub("", sentence).strip()
-            key = cleaned.casefold()
-            if key in seen or not any(char.isalnum() for char in cleaned):
-                continue
+        cleaned = [
+            _REFERENCE_MARKER.sub("", sentence).strip() for sentence in split_sentences(text)
+        ]
+        kept = [sentence for sentence in cleaned if any(char.isalnum() for char in sentence)]
+        sentences += [
+            _Candidate(rank, index, (number,), sentence, index == 0, index == len(kept) - 1)
+            for index, sentence in enumerate(kept)
+        ]
+    unique = _without_repeats(sentences)
+    while True:  # a sentence longer than a chunk's stride is cut into three parts or more
+        joined = _joined(unique)
+        if len(joined) == len(unique):
+            return _without_cut_copies(joined)
+        unique = joined
+
+
+def _without_repeats(sentences: list[_Candidate]) -> list[_Candidate]:
+    """The first (best-ranked) copy of each sentence, compared without case."""
+    seen: set[str] = set()
+    unique: list[_Candidate] = []
+    for sentence in sentences:
+        key = sentence.text.casefold()
+        if key not in seen:
             seen.add(key)
-            candidates.append(_Candidate(rank, index, number, cleaned))
-    return candidates
+            unique.append(sentence)
+    return unique
+
+
+def _joined(sentences: list[_Candidate]) -> list[_Candidate]:
+    """Each passage's cut last sentence joined with another passage's cut first sentence
+    when the end of one is the start of the other (adjacent chunks' shared overlap); one join
+    per sentence per pass."""
+    heads = [position for position, sentence in enumerate(sentences) if sentence.last]
+    tails = [position for position, sentence in enumerate(sentences) if sentence.first]
+    joined: dict[int, _Candidate] = {}  # by the head's position
+    used: set[int] = set()  # positions joined into another candidate, as head or tail
+    for position in heads:
+        head = sentences[position]
+        for other in tails:
+            tail = sentences[other]
+            if tail.rank == head.rank or position in used or other in used:
+                continue
+            shared = _overlap(head.text, tail.text)
+            if shared:
+                best = head if head.rank < tail.rank else tail
+                joined[position] = _Candidate(
+                    best.rank,
+                    best.index,
+                    (*head.numbers, *tail.numbers),
+                    head.text + tail.text[shared:],
+                    head.first,
+                    tail.last,
+                )
+                used.update((position, other))
+    out = [
+        joined.get(position, sentence)
+        for position, sentence in enumerate(sentences)
+        if position in joined or position not in used
+    ]
+    return sorted(out, key=lambda candidate: (candidate.rank, candidate.index))
+
+
+def _overlap(head: str, tail: str) -> int:
+    """How many characters at the end of ``head`` begin ``tail`` (at least
+    ``MIN_JOIN_CHARS``, and neither holds the other whole); 0 when they do not join. Case
+    counts: both are slices of one document."""
+    probe = tail[:MIN_JOIN_CHARS]
+    at = head.find(probe) if len(probe) == MIN_JOIN_CHARS else -1
+    if at < 0 or tail in head or head in tail:
+        return 0
+    while at >= 0:
+        if tail.startswith(head[at:]):
+            return len(head) - at
+        at = head.find(probe, at + 1)
+    return 0
+
+
+def _without_cut_copies(sentences: list[_Candidate]) -> list[_Candidate]:
+    """Without the sentences at a passage's edge that another candidate holds whole."""
+    folded = [sentence.text.casefold().replace("\0", " ") for sentence in sentences]
+    # Repeats are gone, so an edge sentence found twice in all texts (kept apart by a
+    # character none of them has) is also inside another one.
+    everything = "\0".join(folded)
+    return [
+        sentence
+        for sentence, text in zip(sentences, folded, strict=True)
+        if not (sentence.first or sentence.last) or everything.count(text) < 2
+    ]
 
 
 def _scores(query: str, candidates: Sequence[_Candidate], scorer: SparseEncoder) -> list[float]:
@@ -167,7 +261,7 @@ def _scores(query: str, candidates: Sequence[_Candidate], scorer: SparseEncoder)
 
 def _cited(candidate: _Candidate, max_chars: int) -> str:
     text = _shorten(candidate.text, max_chars)
-    marker = f" [{candidate.number}]"
+    marker = f" [{', '.join(map(str, candidate.numbers))}]"
     terminators = _TRAILING_TERMINATORS.search(text)
     if terminators is None:
         return text + marker
