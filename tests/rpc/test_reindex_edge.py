@@ -1,12 +1,14 @@
 """``groundwire reindex`` on Qdrant Edge: generations under ``<data_dir>/edge``, a pointer
 file switched atomically, the reindex run while the server is stopped (the Edge shard has
-one owner); and the sync rules on two real Edge stores."""
+one owner); the owner socket's ReindexService refusing what it cannot run; and the sync
+rules on two real Edge stores. (The online reindex under load: tests/e2e.)"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from groundwire.clients.embedder import OpenAIEmbedder
@@ -15,11 +17,14 @@ from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
 from groundwire.clients.vector_store import EdgeVectorStore
 from groundwire.clients.vector_store import edge_pointer as ep
+from groundwire.internal.v1 import reindex_pb2
 from groundwire.server.pipeline.chunking import Chunker
 from groundwire.server.pipeline.ingest import DocumentInput, IngestPipeline
 from groundwire.server.reindex import command as reindex
+from groundwire.server.reindex import job, remote
 from groundwire.server.reindex.deployments import ReindexError
 from groundwire.server.reindex.sync import COPIED, Reembedder, summarize, sync
+from groundwire.server.roles import reindex_listener
 from groundwire.server.settings import Settings, load_settings
 from groundwire.v1 import documents_pb2
 from tests.rpc.conftest import Running, ServerFactory
@@ -57,7 +62,9 @@ async def test_offline_build_switch_and_rollback_through_the_pointer_file(
     await old.ingest([*corpus(), documents_pb2.Document(doc_id="lichen", text=TEXT)])
     old_identity = old.server.components.store.identity
 
-    with pytest.raises(ReindexError, match="stop the server first"):
+    # A server without its owner socket (this one is in-process) holds the store: the
+    # offline step says so.
+    with pytest.raises(ReindexError, match="owner socket, but none answered"):
         await reindex.build(settings, new_embedder(endpoint))
     await old.server.stop(grace_s=0)
 
@@ -166,3 +173,63 @@ async def test_sync_copies_changes_deletes_removals_and_keeps_the_new_generation
     third = await sync(source, target, reembed)  # nothing left to do
     assert (third.copied_documents, third.deleted_documents, third.stale_chunks) == (0, 0, 0)
     assert isinstance(long_chunks[0], ChunkRecord)
+
+
+async def test_the_owner_socket_refuses_bad_steps_in_our_words(
+    make_server: ServerFactory, tmp_path: Path, redis_url: str
+) -> None:
+    settings = load_settings(
+        read_environment=False, data_dir=tmp_path / "gw", redis_url=redis_url, metrics_port=None
+    )
+    running = await serve(make_server, settings, None)
+    await running.ingest(corpus())
+    listener = reindex_listener(running.server.settings, running.server.components)
+    assert listener is not None
+    await listener.start()
+    try:
+        owner = await remote.find_owner(running.server.settings)
+        assert owner is not None
+        assert owner.description.serving_generation == "."
+        assert owner.description.serving_embedder_id == ""  # sparse only
+        stub = owner.stub
+
+        async def refusal(request: reindex_pb2.RunStepRequest) -> grpc.aio.AioRpcError:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                async for _ in stub.RunStep(request, timeout=30):
+                    pass
+            return error.value
+
+        unknown = await refusal(
+            reindex_pb2.RunStepRequest(step=reindex_pb2.STEP_BUILD, settings={"data_dir": '"/"'})
+        )
+        assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "settings: not taken from a reindex command: data_dir" in (unknown.details() or "")
+        no_step = await refusal(reindex_pb2.RunStepRequest())
+        assert no_step.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "step" in (no_step.details() or "")
+        nothing = await refusal(
+            reindex_pb2.RunStepRequest(
+                step=reindex_pb2.STEP_SWITCH, settings=job.encode(running.server.settings)
+            )
+        )
+        assert nothing.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "run groundwire reindex build first" in (nothing.details() or "")
+
+        # A build through the owner, printed as the command prints it.
+        lines: list[str] = []
+        result = await remote.run_step(owner, "build", running.server.settings, say=lines.append)
+        assert (result.source, result.target, result.live_generation) == (".", "gen-2", ".")
+        assert result.copied_documents == len(corpus())
+        assert any("chunks embedded" in line for line in lines)
+        assert lines[-1].startswith("built gen-2; live is still .")
+        await owner.close()
+    finally:
+        await listener.stop(0)
+    assert remote_owner_gone(running.server.settings)
+
+
+def remote_owner_gone(settings: Settings) -> bool:
+    """After the listener stopped, no advertisement is left behind."""
+    from groundwire.server.owner_socket import find
+
+    return find(settings.data_dir / "edge") is None

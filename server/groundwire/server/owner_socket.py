@@ -1,6 +1,7 @@
 """The Edge shard owner's private listener: the same ``groundwire.v1`` RetrievalService,
 DocumentService and CapabilitiesService, on a Unix socket only this deployment's processes
-can open, for the workers that do not own the shard.
+can open, for the workers that do not own the shard; and the internal ReindexService, for a
+``groundwire reindex`` command run beside a serving server (served there only).
 
 Its calls were authenticated and counted by the worker that took them from the caller, so
 here the tenant is read from :data:`~groundwire.server.pipeline.remote_retrieval.
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeAlias, cast
@@ -49,8 +50,15 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]"
 Behavior = Callable[..., Any]
 
-# Read without a tenant (the front worker's start-up call).
-TENANT_FREE_PREFIXES = ("/groundwire.v1.CapabilitiesService/", "/grpc.health.v1.Health/")
+# Read without a tenant (the front worker's start-up call, the reindex command's calls).
+TENANT_FREE_PREFIXES = (
+    "/groundwire.v1.CapabilitiesService/",
+    "/grpc.health.v1.Health/",
+    "/groundwire.internal.v1.",
+)
+# Where the owner says which socket it listens on (the command finds it there, also when the
+# default path under the data directory is too long for a socket address).
+ADVERTISEMENT_FILE = "groundwire-owner-socket"
 
 
 class TrustedCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -78,8 +86,8 @@ class TrustedCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
     ) -> Handler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or handler.response_streaming:
-            return handler  # nothing served here streams a response
+        if handler is None or (handler.request_streaming and handler.response_streaming):
+            return handler  # nothing served here streams both ways
         metadata = CallHeaders(handler_call_details.invocation_metadata or ())
         correlation_id = (
             sanitize_correlation_id(metadata.get(CORRELATION_HEADER)) or new_correlation_id()
@@ -111,6 +119,34 @@ class TrustedCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
 
             return unary
 
+        def wrap_stream(behavior: Behavior) -> Behavior:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                with correlation_scope(correlation_id), interceptor._span(method, metadata):
+                    set_tenant(tenant)
+                    try:
+                        if needs_tenant and tenant is None:
+                            raise UnauthenticatedError(
+                                f"missing {INTERNAL_TENANT_HEADER} on the owner socket",
+                                missing=True,
+                            )
+                        async for item in behavior(request, context):
+                            yield item
+                    except GeneratorExit:
+                        raise
+                    except BaseException as exc:
+                        await _abort(method, exc, context)
+                        raise
+                    finally:
+                        log.debug("owner rpc", extra={"method": method, "tenant": tenant})
+
+            return stream
+
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap_stream(cast(Behavior, handler.unary_stream)),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(
                 wrap(cast(Behavior, handler.stream_unary)),
@@ -150,3 +186,30 @@ def bind_private(server: grpc.aio.Server, path: Path) -> None:
     finally:
         os.umask(previous)
     os.chmod(path, 0o600)
+
+
+def advertise(root: Path, socket: Path) -> None:
+    """Tell reindex commands under ``root`` (``<data_dir>/edge``) where the owner listens."""
+    path = root / ADVERTISEMENT_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(f"{socket}\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def withdraw(root: Path, socket: Path) -> None:
+    """Remove the advertisement, if it still names ``socket`` (a newer owner may have
+    replaced it)."""
+    path = root / ADVERTISEMENT_FILE
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8").strip() == str(socket):
+            path.unlink()
+
+
+def find(root: Path) -> Path | None:
+    """The socket the owner of the store under ``root`` advertised (None: none did). It may
+    be stale: a crashed owner leaves its advertisement behind."""
+    try:
+        named = (root / ADVERTISEMENT_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(named) if named else None

@@ -6,12 +6,14 @@ private listener (see README "Workers and roles").
   :class:`~groundwire.server.pipeline.remote_retrieval.RemoteRetriever`, and (for the worker)
   RetrievalService and DocumentService are forwarded to the owner.
 - The owner (worker 0) keeps the full composition and also listens on a Unix socket
-  (:class:`OwnerListener`) for the other workers.
+  (:class:`OwnerListener`) for the other workers. A lone process on an Edge store listens
+  there too, for ``groundwire reindex`` only (:func:`reindex_listener`).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,8 @@ from groundwire.clients.ports import Cache
 from groundwire.clients.redis_link import RedisLink
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
+from groundwire.clients.vector_store import EdgeVectorStore
+from groundwire.server import owner_socket
 from groundwire.server.owner_socket import TrustedCallInterceptor, bind_private
 from groundwire.server.pipeline.cache_writes import CacheWrites
 from groundwire.server.pipeline.generation.pipeline import GenerationPipeline
@@ -192,7 +196,9 @@ async def build_remote_components(
 
 class OwnerListener:
     """The owner's second gRPC server, on its private Unix socket: Retrieve, ingest, delete
-    and capabilities for the other workers, trusted, not charged, not counted again."""
+    and capabilities for the other workers (``peers``), trusted, not charged, not counted
+    again; and the internal ReindexService for ``groundwire reindex`` (an Edge store only).
+    ``temporary_dir``: the socket's own directory, removed at stop."""
 
     def __init__(
         self,
@@ -200,8 +206,13 @@ class OwnerListener:
         components: Components,
         socket: Path,
         tracer: trace.Tracer | None = None,
+        *,
+        peers: bool = True,
+        temporary_dir: Path | None = None,
     ) -> None:
         self.socket = socket
+        self.root = settings.data_dir / "edge"
+        self.temporary_dir = temporary_dir
         self.server = grpc.aio.server(
             interceptors=[TrustedCallInterceptor(components.store.identity, tracer)],
             options=[
@@ -209,6 +220,13 @@ class OwnerListener:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        if isinstance(components.store, EdgeVectorStore):
+            # Imported here: the reindex steps import the composition root, which imports us.
+            from groundwire.server.reindex import owner as reindex_owner
+
+            reindex_owner.add_to_server(self.server, settings, components)
+        if not peers:
+            return
         retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
             RetrievalServicer(components.retrieval, settings), self.server
         )
@@ -226,11 +244,30 @@ class OwnerListener:
         )
 
     async def start(self) -> None:
-        """Listen on the socket (mode 0600)."""
+        """Listen on the socket (mode 0600) and say where, for reindex commands."""
         bind_private(self.server, self.socket)
         await self.server.start()
+        owner_socket.advertise(self.root, self.socket)
         log.info("owner socket listening", extra={"socket": str(self.socket)})
 
     async def stop(self, grace_s: float) -> None:
         """Let the calls in flight finish within ``grace_s``, then close."""
+        owner_socket.withdraw(self.root, self.socket)
         await self.server.stop(grace_s)
+        if self.temporary_dir is not None:
+            shutil.rmtree(self.temporary_dir, ignore_errors=True)
+
+
+def reindex_listener(
+    settings: Settings, components: Components, tracer: trace.Tracer | None = None
+) -> OwnerListener | None:
+    """For a lone process (no workers) on an Edge store: the owner socket with ReindexService
+    only, so ``groundwire reindex`` runs while it serves. None for other stores."""
+    if not isinstance(components.store, EdgeVectorStore):
+        return None
+    from groundwire.server.workers import owner_socket_path
+
+    socket, temporary_dir = owner_socket_path(settings.data_dir)
+    return OwnerListener(
+        settings, components, socket, tracer, peers=False, temporary_dir=temporary_dir
+    )

@@ -45,11 +45,15 @@ from groundwire.clients.models import (
     SparseVector,
     StoredDocument,
 )
+from groundwire.clients.vector_store import checks as ck
+from groundwire.clients.vector_store import collection_record as cr
 from groundwire.clients.vector_store import edge_recovery as recovery
 from groundwire.clients.vector_store import edge_requests as er
 from groundwire.clients.vector_store import payload as pl
+from groundwire.clients.vector_store import search_plan as sp
 from groundwire.clients.vector_store.identity import edge_shard_id
 from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset, edge_page
+from groundwire.clients.vector_store.spans import store_span
 from groundwire.clients.vendor_log import VendorErrorLog
 
 LOCK_FILE = "groundwire.lock"
@@ -145,6 +149,11 @@ class EdgeVectorStore:
         self._closed = False
 
     @property
+    def path(self) -> Path:
+        """The store directory (the generation, when a reindex made several)."""
+        return self._path
+
+    @property
     def identity(self) -> str:
         """``edge:<shard id>``: the id generated when the directory was first used, kept in it
         and reused on every reopen."""
@@ -155,14 +164,14 @@ class EdgeVectorStore:
 
         Raises EmbedderMismatchError when the directory was built with another embedder.
         """
-        pl.check_collection_args(embedder_id, dimension)
+        ck.check_collection_args(embedder_id, dimension)
         with self._span("ensure_collection", **{"groundwire.embedder_id": embedder_id}):
             async with self._write_lock:
                 self._check_open()
                 if self._info is not None:
                     self._check_embedder(self._info, embedder_id, dimension)
                     return
-                stored = pl.read_record(self._path / RECORD_FILE)
+                stored = cr.read_record(self._path / RECORD_FILE)
                 shard_dir = self._path / SHARD_DIR
                 if stored is None:
                     if shard_dir.exists() and any(shard_dir.iterdir()):
@@ -173,7 +182,7 @@ class EdgeVectorStore:
                         )
                     # The record goes first: a shard never exists without one.
                     stored = CollectionInfo(embedder_id=embedder_id, dimension=dimension)
-                    pl.write_record(self._path / RECORD_FILE, stored)
+                    cr.write_record(self._path / RECORD_FILE, stored)
                 self._check_embedder(stored, embedder_id, dimension)
                 config = self._config(dimension)
                 clean = recovery.stopped_cleanly(self._path)
@@ -194,9 +203,9 @@ class EdgeVectorStore:
         The upsert is conditional on the tenant: a point id that belongs to another tenant
         is left untouched rather than taken over.
         """
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         info = self._require_info()
-        pl.check_points(points, info.dimension)
+        ck.check_points(points, info.dimension)
         if not points:
             return
         operation = edge.UpdateOperation.upsert_points(
@@ -219,7 +228,7 @@ class EdgeVectorStore:
         self, tenant: str, doc_ids: Sequence[str]
     ) -> dict[str, StoredDocument]:
         """Content hash and chunk ids of each of the tenant's ``doc_ids`` that exists."""
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         if not doc_ids:
             return {}
         with self._span("stored_documents", tenant, **{"groundwire.documents": len(doc_ids)}):
@@ -227,8 +236,8 @@ class EdgeVectorStore:
 
     async def delete_points(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         """Delete the tenant's points among ``chunk_ids``; other tenants' ids match nothing."""
-        scope = [pl.tenant_condition(tenant)]
-        pl.check_point_ids(chunk_ids)
+        scope = [sp.tenant_condition(tenant)]
+        ck.check_point_ids(chunk_ids)
         if not chunk_ids:
             return
         operation = edge.UpdateOperation.delete_points_by_filter(er.filter_of(scope, chunk_ids))
@@ -238,7 +247,7 @@ class EdgeVectorStore:
 
     async def delete_documents(self, tenant: str, doc_ids: Sequence[str]) -> tuple[int, int]:
         """Delete every chunk of the tenant's ``doc_ids``; (documents, chunks) deleted."""
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         if not doc_ids:
             return 0, 0
         with self._span("delete_documents", tenant, **{"groundwire.documents": len(doc_ids)}):
@@ -247,7 +256,7 @@ class EdgeVectorStore:
                 found = pl.stored_documents(self._scroll_documents(scope, doc_ids))
                 chunks = sum(len(d.chunk_ids) for d in found.values())
                 if chunks:
-                    doc_scope = [*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
+                    doc_scope = [*scope, sp.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))]
                     operation = edge.UpdateOperation.delete_points_by_filter(
                         er.filter_of(doc_scope)
                     )
@@ -266,9 +275,9 @@ class EdgeVectorStore:
         min_score: float | None = None,
     ) -> list[ScoredChunk]:
         """The tenant's best ``limit`` chunks; hybrid fuses dense and sparse by RRF."""
-        conditions = pl.search_conditions(tenant, filters)
+        conditions = sp.search_conditions(tenant, filters)
         info = self._require_info()
-        pl.check_search(mode, dense, sparse, limit, info.dimension)
+        ck.check_search(mode, dense, sparse, limit, info.dimension)
         request = er.query_request(
             conditions,
             mode,
@@ -287,11 +296,11 @@ class EdgeVectorStore:
                 hits = shard.query(request)
             span.set_attribute("groundwire.hits", len(hits))
         chunks = [ScoredChunk(pl.chunk_record(h.id, h.payload), float(h.score)) for h in hits]
-        return pl.ranked(chunks)
+        return sp.ranked(chunks)
 
     async def count(self, tenant: str) -> int:
         """The exact number of the tenant's points."""
-        scope = [pl.tenant_condition(tenant)]
+        scope = [sp.tenant_condition(tenant)]
         with self._span("count", tenant):
             shard = self._require_shard()
             with _edge_errors("count"):
@@ -336,7 +345,7 @@ class EdgeVectorStore:
     def _span(
         self, op: str, tenant: str | None = None, **extra: str | int
     ) -> AbstractContextManager[Span]:
-        return pl.store_span(op, backend="edge", collection=self._path.name, tenant=tenant, **extra)
+        return store_span(op, backend="edge", collection=self._path.name, tenant=tenant, **extra)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -354,7 +363,7 @@ class EdgeVectorStore:
         return self._info
 
     def _check_embedder(self, stored: CollectionInfo, embedder_id: str, dimension: int) -> None:
-        pl.check_embedder(
+        cr.check_embedder(
             stored,
             embedder_id,
             dimension,
@@ -431,10 +440,10 @@ class EdgeVectorStore:
         return optimized
 
     def _scroll_documents(
-        self, scope: list[pl.Condition], doc_ids: Sequence[str]
+        self, scope: list[sp.Condition], doc_ids: Sequence[str]
     ) -> list[tuple[object, dict[str, object] | None]]:
         shard = self._require_shard()
-        request_filter = er.filter_of([*scope, pl.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
+        request_filter = er.filter_of([*scope, sp.Condition(pl.DOC_ID_KEY, tuple(set(doc_ids)))])
         found: list[tuple[object, dict[str, object] | None]] = []
         offset: edge.PointId | None = None
         with _edge_errors("scroll"):

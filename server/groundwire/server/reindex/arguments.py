@@ -14,7 +14,9 @@ generations live. Steps::
     groundwire reindex status
 
 Running servers keep the generation they started on (their embedder was built for it), so
-calls in flight never see a switch; each server moves when it restarts.
+calls in flight never see a switch; each server moves when it restarts. On Edge, while a
+server owns the store, build, switch and catch-up run inside it, asked over its owner socket
+(:mod:`groundwire.server.reindex.owner`), and it keeps serving.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from groundwire.server.reindex.deployments import (
     deployment_for,
 )
 from groundwire.server.reindex.sync import Reembedder, SyncReport, Target, sync
-from groundwire.server.settings import Settings, SettingsError
+from groundwire.server.settings import Settings, SettingsError, VectorStoreKind
 
 Say = Callable[[str], None]
+Progress = Callable[[SyncReport], None]
 
 
 def _describe(generation: Generation) -> str:
@@ -58,6 +59,7 @@ async def _sync_into(
     source: Generation,
     target_name: str,
     say: Say,
+    progress: Progress | None = None,
 ) -> SyncResult:
     embedder_id = dense.embedder_id if dense is not None else ""
     dimension = dense.dimension if dense is not None else 0
@@ -65,7 +67,7 @@ async def _sync_into(
     reader = await deployment.open_source(source)
     target = await deployment.open_target(target_name, embedder_id, dimension)
     reembed = Reembedder(dense, Bm25Encoder(avg_len=settings.bm25_avg_len))
-    report = await sync(reader, target, reembed)
+    report = await sync(reader, target, reembed, progress=progress)
     await _invalidate(settings, target, report.tenants)
     say(report.line())
     return SyncResult(source.name, target_name, report)
@@ -88,15 +90,23 @@ async def _invalidate(settings: Settings, target: Target, tenants: set[str]) -> 
         await cache.close()
 
 
-async def build(settings: Settings, dense: DenseEmbedder | None, say: Say = print) -> SyncResult:
-    """Fill the pending generation (a new one if none) from the live one."""
-    deployment = deployment_for(settings)
+async def build(
+    settings: Settings,
+    dense: DenseEmbedder | None,
+    say: Say = print,
+    *,
+    deployment: Deployment | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Fill the pending generation (a new one if none) from the live one. ``deployment``:
+    the settings' own unless given (a running Edge server passes the one over its store)."""
+    deployment = deployment or deployment_for(settings)
     try:
         live = await deployment.live()
         generations = await deployment.generations()
         pending = _pending(live, generations)
         name = pending.name if pending is not None else deployment.new_name(generations)
-        result = await _sync_into(settings, deployment, dense, live, name, say)
+        result = await _sync_into(settings, deployment, dense, live, name, say, progress)
         say(f"built {name}; live is still {live.name}. Next: groundwire reindex switch")
         return result
     finally:
@@ -104,10 +114,16 @@ async def build(settings: Settings, dense: DenseEmbedder | None, say: Say = prin
 
 
 async def switch(
-    settings: Settings, dense: DenseEmbedder | None, *, catch_up: bool = True, say: Say = print
+    settings: Settings,
+    dense: DenseEmbedder | None,
+    *,
+    catch_up: bool = True,
+    say: Say = print,
+    deployment: Deployment | None = None,
+    progress: Progress | None = None,
 ) -> SyncResult | None:
     """Catch the pending generation up with the live one, then make it live."""
-    deployment = deployment_for(settings)
+    deployment = deployment or deployment_for(settings)
     try:
         live = await deployment.live()
         pending = _pending(live, await deployment.generations())
@@ -115,7 +131,9 @@ async def switch(
             raise ReindexError("nothing to switch to: run groundwire reindex build first")
         result = None
         if catch_up:
-            result = await _sync_into(settings, deployment, dense, live, pending.name, say)
+            result = await _sync_into(
+                settings, deployment, dense, live, pending.name, say, progress
+            )
         elif dense is not None and pending.embedder.embedder_id != dense.embedder_id:
             raise ReindexError(
                 f"{pending.name} was built for {pending.embedder.embedder_id!r}, but the "
@@ -133,15 +151,22 @@ async def switch(
         await deployment.close()
 
 
-async def catch_up(settings: Settings, dense: DenseEmbedder | None, say: Say = print) -> SyncResult:
+async def catch_up(
+    settings: Settings,
+    dense: DenseEmbedder | None,
+    say: Say = print,
+    *,
+    deployment: Deployment | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
     """Copy into the live generation what was written to the previous one since."""
-    deployment = deployment_for(settings)
+    deployment = deployment or deployment_for(settings)
     try:
         live = await deployment.live()
         previous = await deployment.previous()
         if previous is None:
             raise ReindexError("nothing to catch up from: no switch was made yet")
-        return await _sync_into(settings, deployment, dense, previous, live.name, say)
+        return await _sync_into(settings, deployment, dense, previous, live.name, say, progress)
     finally:
         await deployment.close()
 
@@ -196,10 +221,28 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
+        owner = None
+        if settings.vector_store is VectorStoreKind.EDGE and args.step != "rollback":
+            from groundwire.server.reindex import remote
+
+            owner = await remote.find_owner(settings)  # a server that holds the store
         if args.step == "status":
             await status(settings)
+            if owner is not None:
+                print(
+                    f"running server (pid {owner.description.pid}): serves "
+                    f"{owner.description.serving_generation} until it restarts"
+                    + (", a step is running" if owner.description.step_running else "")
+                )
+                await owner.close()
         elif args.step == "rollback":
-            await rollback(settings)
+            await rollback(settings)  # the pointer file only: the same with a server running
+        elif owner is not None:
+            try:
+                no_catch_up = args.step == "switch" and args.no_catch_up
+                await remote.run_step(owner, args.step, settings, skip_catch_up=no_catch_up)
+            finally:
+                await owner.close()
         else:
             dense = await build_dense_embedder(settings)
             try:

@@ -16,8 +16,8 @@ from typing import Protocol
 from groundwire.clients.errors import VectorStoreUnavailableError
 from groundwire.clients.models import CollectionInfo
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
+from groundwire.clients.vector_store import collection_record as cr
 from groundwire.clients.vector_store import edge_pointer as ep
-from groundwire.clients.vector_store import payload as pl
 from groundwire.clients.vector_store import qdrant_alias as qa
 from groundwire.clients.vector_store.edge import RECORD_FILE
 from groundwire.clients.vector_store.qdrant_connection import (
@@ -112,7 +112,7 @@ class QdrantDeployment:
     async def _describe(self, name: str, number: int) -> Generation:
         info = await self._admin.run("get_collection", lambda c, _: c.get_collection(name))
         metadata = info.config.metadata or {}
-        embedder = pl.collection_info(metadata.get(pl.COLLECTION_METADATA_KEY))
+        embedder = cr.collection_info(metadata.get(cr.COLLECTION_METADATA_KEY))
         return Generation(name, number, embedder, info.points_count)
 
     async def live(self) -> Generation:
@@ -178,18 +178,30 @@ class QdrantDeployment:
 
 class EdgeDeployment:
     """Generations ``.`` and ``gen-<n>`` under ``<data_dir>/edge``, a pointer file naming the
-    live one. The Edge store has one owning process: a reindex opens the live generation
-    itself, so it runs while the server is stopped (it says so when the server holds it)."""
+    live one. The Edge store has one owning process: the command opens the generations
+    itself while no server runs; a running server does the steps inside (``serving``: the
+    store it serves, used as it is and never closed here; see :mod:`.owner`)."""
 
     kind = "edge"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, serving: EdgeVectorStore | None = None) -> None:
         self._settings = settings
         self._root = settings.data_dir / "edge"
+        self._serving = serving
         self._stores: list[EdgeVectorStore] = []
 
+    def serving_name(self) -> str | None:
+        """The generation the owning server serves (None: no server here)."""
+        if self._serving is None:
+            return None
+        where = self._serving.path.resolve()
+        for name in ep.generation_names(self._root).values():
+            if ep.generation_dir(self._root, name).resolve() == where:
+                return name
+        return None
+
     def _describe(self, name: str, number: int) -> Generation:
-        record = pl.read_record(ep.generation_dir(self._root, name) / RECORD_FILE)
+        record = cr.read_record(ep.generation_dir(self._root, name) / RECORD_FILE)
         return Generation(name, number, record, None)
 
     def _number(self, name: str) -> int:
@@ -207,13 +219,17 @@ class EdgeDeployment:
         return [self._describe(n, i) for i, n in sorted(ep.generation_names(self._root).items())]
 
     def _open(self, directory: Path) -> EdgeVectorStore:
+        if self._serving is not None and self._serving.path.resolve() == directory.resolve():
+            return self._serving
         try:
             store = EdgeVectorStore(directory, hnsw=self._settings.edge_hnsw)
         except VectorStoreUnavailableError as exc:
+            if self._serving is not None:
+                raise ReindexError(f"{exc.message} (another reindex holds it?)") from exc
             raise ReindexError(
-                f"{exc.message} An Edge reindex reads the live generation itself: stop the "
-                "server first (groundwire reindex runs offline on Edge), then start it again "
-                "after the switch."
+                f"{exc.message} A running groundwire server does the reindex itself, over its "
+                "owner socket, but none answered: if a server is starting, wait until it "
+                "serves; else stop the process that holds the store."
             ) from exc
         self._stores.append(store)
         return store

@@ -113,7 +113,9 @@ def plan(source: dict[DocKey, DocState], target: dict[DocKey, DocState]) -> Plan
         if (
             there is not None
             and state.content_hash
-            and (there.content_hash == copied_hash(state.content_hash))
+            and there.content_hash == copied_hash(state.content_hash)
+            # A sync stopped mid-document (a cancelled build) left some of its chunks only.
+            and there.chunks == state.chunks
         ):
             result.unchanged += 1
             continue
@@ -142,6 +144,7 @@ class SyncReport:
     deleted_documents: int = 0
     unchanged_documents: int = 0
     kept_documents: int = 0
+    planned_chunks: int = 0
     seconds: float = 0.0
     tenants: set[str] = field(default_factory=set)
 
@@ -186,12 +189,13 @@ async def sync(
     reembed: Reembedder,
     *,
     page: int = SCROLL_PAGE,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[SyncReport], None] | None = None,
 ) -> SyncReport:
     """Make ``target`` hold what ``source`` holds (rules in the module docstring).
 
     Chunks are upserted before stale chunks are deleted, so a reader of the target never
-    sees a document with none. ``progress`` gets the number of chunks embedded per batch.
+    sees a document with none. ``progress`` gets the report after each batch written
+    (``copied_chunks`` of ``planned_chunks``).
     """
     started = time.perf_counter()
     have = await summarize(source, page)
@@ -203,6 +207,7 @@ async def sync(
         unchanged_documents=wanted.unchanged,
         kept_documents=wanted.kept,
         stale_chunks=sum(len(c) for c in wanted.stale_chunks.values()),
+        planned_chunks=sum(len(have[key].chunks) for key in wanted.copy),
     )
     if wanted.copy:
         await _copy(source, target, reembed, wanted.copy, page, report, progress)
@@ -223,7 +228,7 @@ async def _copy(
     keys: set[DocKey],
     page: int,
     report: SyncReport,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[SyncReport], None] | None,
 ) -> None:
     buffer: list[ScannedChunk] = []
 
@@ -237,7 +242,7 @@ async def _copy(
             report.tenants.add(tenant)
         report.copied_chunks += len(batch)
         if progress is not None:
-            progress(len(batch))
+            progress(report)
 
     offset: ScanOffset | None = None
     while True:
