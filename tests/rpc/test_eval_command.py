@@ -273,3 +273,75 @@ async def test_bad_inputs_exit_2_and_server_failures_exit_3(
     assert not out.exists()
     code = await run_eval(str(dataset), "--address", address, "--api-key", KEY_A, "--top-k", "500")
     assert code == 2 and "--top-k 500 exceeds the server's max_top_k 100" in capsys.readouterr().err
+
+
+ARGUMENTS = {
+    "arg-tides-pro": "The Moon's gravity raises the ocean tides twice a day along every coast.",
+    "arg-tides-con": "Tides are not only lunar: the Sun's gravity also raises ocean tides.",
+    "arg-bread": "Sourdough bread rises slowly with wild yeast and lactic acid bacteria.",
+    "arg-chess": "The Sicilian Defence gives black sharp counterplay in chess openings.",
+}
+LONG_QUERY = "Which hormone lowers blood sugar? " + "Insulin comes from the pancreas. " * 12
+
+
+def write_argument_dataset(root: Path) -> Path:
+    """ArguAna's shape: a query is itself a corpus document (same id, same text) and its
+    relevant document is the counter-argument; plus one query over the server's length
+    limit (GROUNDWIRE_MAX_QUERY_CHARS=300 below)."""
+    (root / "qrels").mkdir(parents=True)
+    docs = {**ARGUMENTS, "insulin": DOCS["insulin"][1]}
+    with (root / "corpus.jsonl").open("w") as out:
+        for doc_id, text in docs.items():
+            out.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    queries = {"arg-tides-pro": ARGUMENTS["arg-tides-pro"], "q-long": LONG_QUERY}
+    with (root / "queries.jsonl").open("w") as out:
+        for query_id, text in queries.items():
+            out.write(json.dumps({"_id": query_id, "text": text}) + "\n")
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\narg-tides-pro\targ-tides-con\t1\nq-long\tinsulin\t1\n"
+    )
+    return root
+
+
+async def test_long_queries_are_cut_or_skipped_and_identical_ids_can_be_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert len(LONG_QUERY) > 300
+    monkeypatch.setenv("GROUNDWIRE_MAX_QUERY_CHARS", "300")  # the server started here reads it
+    monkeypatch.delenv("GROUNDWIRE_LLM_BASE_URL", raising=False)
+    dataset = write_argument_dataset(tmp_path / "args")
+    data, out = tmp_path / "data", tmp_path / "out"
+    common = [str(dataset), "--data-dir", str(data), "--output", str(out), "--modes", "dense"]
+
+    # Default: the long query is cut to the server's limit (no exit 3), and counted.
+    assert await run_eval(*common, "--no-progress") == 0
+    printed = capsys.readouterr()
+    result = read_result(out)
+    long = result["retrieval"]["long_queries"]
+    assert long == {"limit_chars": 300, "action": "truncate", "count": 1, "first_ids": ["q-long"]}
+    assert "long queries: 1 over the server's 300-character limit, cut to it" in printed.out
+    dense = result["retrieval"]["modes"]["dense"]["per_query"]
+    assert dense["q-long"]["top10"][0] == "insulin"
+    # The query is a corpus document: it finds itself first, its counter-argument second.
+    assert dense["arg-tides-pro"]["top10"][:2] == ["arg-tides-pro", "arg-tides-con"]
+    assert dense["arg-tides-pro"]["mrr@10"] == 0.5
+    assert result["retrieval"]["ignore_identical_ids"] is False
+    assert "over the server's 300-character limit" in (out / "report.md").read_text()
+
+    # --ignore-identical-ids: its own id is dropped before scoring (BEIR/MTEB's rule);
+    # --long-queries skip: the long query is left out of the run and of the means.
+    code = await run_eval(
+        *common, "--no-progress", "--ignore-identical-ids", "--long-queries", "skip"
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    again = read_result(out)
+    assert again["retrieval"]["long_queries"]["action"] == "skip"
+    assert again["retrieval"]["long_queries"]["count"] == 1
+    assert "left out (--long-queries)" in printed.out
+    dense = again["retrieval"]["modes"]["dense"]
+    assert list(dense["per_query"]) == ["arg-tides-pro"]
+    assert dense["per_query"]["arg-tides-pro"]["top10"][0] == "arg-tides-con"
+    assert dense["metrics"]["mrr@10"] == 1.0 and dense["latency"]["n"] == 1
+    report = (out / "report.md").read_text()
+    assert "--long-queries skip" in report and "--ignore-identical-ids" in report

@@ -170,3 +170,31 @@ def test_retrieve_figures_count_unexpected_cache_outcomes() -> None:
 def test_cycled_wraps_around_the_pool() -> None:
     assert cycled(["a", "b", "c"], 2, 4) == ["c", "a", "b", "c"]
     assert cycled([], 0, 3) == []
+
+
+def test_progress_without_a_terminal_is_a_plain_line_every_few_seconds() -> None:
+    import io
+
+    from groundwire.server.measure.progress import LineProgress
+
+    now = [100.0]
+    out = io.StringIO()
+    with LineProgress(5183, "ingest", "docs", stream=out, clock=lambda: now[0]) as bar:
+        bar.update(100)
+        assert out.getvalue() == ""  # nothing before the interval
+        now[0] += 5.5
+        bar.update(1100)
+        now[0] += 1.0
+        bar.update(10)  # within the interval: no line
+        now[0] += 33.0
+        bar.set_description_str("retrieve")
+        bar.update(3973)
+    assert out.getvalue().splitlines() == [
+        "ingest: 1,200/5,183 docs, 6 s",
+        "retrieve: 5,183/5,183 docs, 40 s",
+        "retrieve: 5,183/5,183 docs, 40 s (done)",
+    ]
+    quiet = io.StringIO()
+    with LineProgress(3, "short", "q", stream=quiet, clock=lambda: 0.0) as bar:
+        bar.update(3)
+    assert quiet.getvalue() == ""  # a phase shorter than the interval stays silent

@@ -297,3 +297,35 @@ def test_the_reproduce_command_names_what_differs_from_the_defaults() -> None:
         '--address host:50051 --api-key "$GROUNDWIRE_API_KEY"'
     )
     assert "secret" not in command
+
+
+# --------------------------------------------------------------------------- long queries
+
+
+def test_long_queries_are_cut_to_the_limit_or_left_out() -> None:
+    from groundwire.server.evaluation.retrieval_eval import fit_queries
+
+    queries = {"short": "tides?", "long": "x" * 20, "edge": "y" * 10}
+    fitted, long = fit_queries(queries, 10, "truncate")
+    assert fitted == {"short": "tides?", "long": "x" * 10, "edge": "y" * 10}
+    assert long.as_dict() == {
+        "limit_chars": 10,
+        "action": "truncate",
+        "count": 1,
+        "first_ids": ["long"],
+    }
+    fitted, long = fit_queries(queries, 10, "skip")
+    assert list(fitted) == ["short", "edge"] and long.query_ids == ("long",)
+    # A server that does not say its limit: the contract's first one, 4,096.
+    fitted, long = fit_queries({"q": "z" * 5000}, 0, "truncate")
+    assert len(fitted["q"]) == 4096 and long.limit == 4096
+
+
+def test_ignore_identical_ids_drops_the_query_itself_before_scoring() -> None:
+    from groundwire.server.evaluation.retrieval_eval import ModeRun, score_mode
+
+    run = ModeRun(rankings={"a1": ["a1", "a2", "b"]}, latency_s={"a1": 0.01})
+    qrels = {"a1": {"a2": 1}}
+    assert score_mode(run, qrels)["per_query"]["a1"]["mrr@10"] == 0.5
+    ignored = score_mode(run, qrels, ignore_identical_ids=True)["per_query"]["a1"]
+    assert ignored["mrr@10"] == 1.0 and ignored["top10"] == ["a2", "b"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from groundwire.server.benchmark.generate import GenerateOptions
     from groundwire.server.benchmark.plan import Plan
     from groundwire.server.benchmark.retrieve import RetrieveOptions
+    from groundwire.server.measure.progress import Progress
 
 SCENARIOS = ("retrieve", "generate")
 # Besides direct: our server (ours, relay) or the Python AsyncOpenAI baseline beside the Go one.
@@ -184,7 +187,7 @@ class Config:
     retrieve: RetrieveOptions | None
     generate: GenerateOptions | None
     output: Path
-    progress: bool
+    progress: Progress
 
 
 def _server_env(pairs: list[str]) -> dict[str, str]:
@@ -204,11 +207,16 @@ def _names(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
         raise UsageError(f"{flag}: {exc}") from None
 
 
+@functools.cache
 def worker_support() -> bool:
-    """Whether this server runs worker processes (a ``GROUNDWIRE_WORKERS`` setting)."""
-    from groundwire.server.settings import Settings
+    """Whether the installed server runs worker processes: ``groundwire serve --help``
+    offers ``--workers`` (``GROUNDWIRE_WORKERS``)."""
+    from groundwire.server.benchmark.processes import serve_argv
 
-    return "workers" in Settings.model_fields
+    shown = subprocess.run(
+        [*serve_argv(), "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    return "--workers" in shown.stdout
 
 
 def _workers(text: str) -> tuple[int, ...]:
@@ -254,6 +262,11 @@ def _generate_options(args: argparse.Namespace, server_env: dict[str, str]) -> G
                 f"the Go load generator and upstream: {reason}; use --loadgen "
                 "python --upstream python"
             )
+    if not {"ours", "relay"} & set(variants):
+        raise UsageError(
+            "--generate-variants needs ours or relay (the direct baseline asks a server which "
+            "model it calls)"
+        )
     if args.loadgen == "python" and "direct-python" in variants:
         raise UsageError("direct-python is the direct row itself with --loadgen python")
     if not 400 <= args.fail_status <= 599:
@@ -297,7 +310,7 @@ def _scenarios(args: argparse.Namespace) -> tuple[str, ...]:
 def config_from(args: argparse.Namespace) -> Config:
     """Check the arguments together; UsageError or ArgumentTypeError says what is wrong."""
     from groundwire.server.benchmark.plan import Plan
-    from groundwire.server.benchmark.retrieve import RetrieveOptions
+    from groundwire.server.benchmark.retrieve import RetrieveOptions, check_direct_env
     from groundwire.server.benchmark.retrieve_calls import read_queries
     from groundwire.server.evaluation.beir import DatasetError
     from groundwire.server.measure.progress import progress_enabled
@@ -329,6 +342,9 @@ def config_from(args: argparse.Namespace) -> Config:
                 f"--dataset has {queries} distinct queries: more than --hit-queries "
                 f"({args.hit_queries}) are needed"
             )
+        problem = check_direct_env(server_env)
+        if problem:
+            raise UsageError(f"retrieve: {problem}")
         retrieve = RetrieveOptions(
             dataset=dataset,
             docs=args.docs,

@@ -36,7 +36,8 @@ upstream takes to see its connection closed.
 Retrieve (needs --dataset, a BEIR directory: corpus.jsonl, queries.jsonl): the first --docs
 documents are ingested once; the server is a separate `groundwire serve` process (Qdrant
 Edge, MiniLM, a private redis-server) and the direct baseline calls the same embedder, BM25
-encoder and store in this process, on a copy of the same index. Variants: `direct`, `miss`
+encoder and store in this process (built from groundwire.clients as --server-env names
+them), on a copy of the same index. Variants: `direct`, `miss`
 (cache on, Redis emptied, distinct queries), `hit` (the --hit-queries queries, warmed),
 optionally `bypass` (bypass_cache). Direct, bypass and miss ask the same queries each round.
 Figures: latency p50/p95/p99, QPS, the server's CPU per call and QPS per core, ratios.
@@ -79,6 +80,7 @@ from groundwire.server.benchmark.arguments import (
     config_from,
 )
 from groundwire.server.benchmark.arguments import add_arguments as add_arguments
+from groundwire.server.measure.arguments import add_command
 
 
 def _planned_steps(config: Config) -> int:
@@ -163,6 +165,12 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to the ``groundwire`` command (the ``groundwire.commands`` entry point)."""
+    summary = "load-test Retrieve and Generate over gRPC beside the direct calls"
+    add_command(commands, "bench", summary, __doc__, add_arguments, main)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark; 0 when it ran (whatever it measured), 2 on bad arguments, 1 when a
     process it needs failed, 130 when interrupted."""
@@ -175,7 +183,6 @@ def main(args: argparse.Namespace) -> int:
     from groundwire.clients.errors import GroundwireError
     from groundwire.server.measure.results import environment, write_json
     from groundwire.server.measure.target import quiet_server_logs
-    from groundwire.server.settings import SettingsError
 
     quiet_server_logs()
     began = time.perf_counter()
@@ -186,7 +193,7 @@ def main(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("groundwire bench: interrupted; child processes stopped", file=sys.stderr)
             return 130
-        except (RuntimeError, SettingsError, GroundwireError) as exc:
+        except (RuntimeError, GroundwireError) as exc:
             # A process that would not start or a part that would not open: say which, and
             # keep the logs.
             print(f"groundwire bench: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ from groundwire.server.benchmark.streams import (
     direct_call,
     generate_call,
     generate_request,
+    standard_model,
     upstream_request,
 )
 from groundwire.server.benchmark.summaries import (
@@ -51,9 +52,9 @@ from groundwire.server.benchmark.summaries import (
     stream_summary,
 )
 from groundwire.server.benchmark.upstream import ScriptedUpstream, UpstreamScript, scripted_upstream
-from groundwire.server.cli import CHANNEL_OPTIONS
 from groundwire.server.measure.redis_process import free_port
 from groundwire.server.measure.stats import percentile
+from groundwire.server.measure.target import open_channel
 from groundwire.v1 import generation_pb2_grpc
 
 SERVER_VARIANTS = {"ours": "true", "relay": "false"}  # GROUNDWIRE_COALESCE_DELTAS
@@ -211,12 +212,17 @@ async def run_generate(
             addresses[server.name] = f"127.0.0.1:{port}"
             pids[server.name] = child.pid
         await asyncio.gather(*(wait_until_serving(c, addresses[name]) for c, name in children))
+        if not addresses:
+            raise RuntimeError("generate: the direct baseline learns its model from a server")
+        body = upstream_request(await standard_model(next(iter(addresses.values()))))
         async with contextlib.AsyncExitStack() as async_stack:
             driver = None
             if options.loadgen == "go":
-                driver = await async_stack.enter_async_context(go_driver(work))
+                driver = await async_stack.enter_async_context(go_driver(work, body))
                 pids["loadgen"] = driver.pid
-            return await _measure(plan, options, upstream, addresses, CpuProbe(pids), driver, tick)
+            return await _measure(
+                plan, options, upstream, addresses, CpuProbe(pids), driver, body, tick
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -227,6 +233,7 @@ async def _measure(
     addresses: Mapping[str, str],
     probe: CpuProbe,
     driver: GoDriver | None,
+    body: Mapping[str, Any],
     tick: Tick,
 ) -> dict[str, Any]:
     import httpx2  # openai's own httpx: its client takes these types
@@ -242,10 +249,7 @@ async def _measure(
             timeout=httpx2.Timeout(CALL_TIMEOUT_S, connect=5.0),
         ),
     )
-    channels = {
-        name: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        for name, address in addresses.items()
-    }
+    channels = {name: open_channel(address) for name, address in addresses.items()}
     tokens = options.script.tokens
     runners: dict[str, Runner] = {}
     callers: dict[str, str] = {}  # the process making each variant's calls, for its CPU
@@ -256,10 +260,10 @@ async def _measure(
         )
         callers = dict.fromkeys(runners, "loadgen")
         if PYTHON_DIRECT in options.variants:
-            runners[PYTHON_DIRECT] = _python_runner(direct_call(client, tokens))
+            runners[PYTHON_DIRECT] = _python_runner(direct_call(client, tokens, body))
             callers[PYTHON_DIRECT] = "bench"
     else:
-        runners["direct"] = _python_runner(direct_call(client, tokens))
+        runners["direct"] = _python_runner(direct_call(client, tokens, body))
         runners.update(
             {name: _python_runner(generate_call(ch, tokens)) for name, ch in channels.items()}
         )
@@ -289,7 +293,7 @@ async def _measure(
             "itl_ms": options.script.itl_s * 1000,
             "fail_every": options.script.fail_every,
             "fail_status": options.script.fail_status,
-            "model": upstream_request()["model"],
+            "model": body["model"],
         },
         "loadgen": options.loadgen,
         "workers": list(options.workers),

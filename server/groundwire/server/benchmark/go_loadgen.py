@@ -37,7 +37,6 @@ from groundwire.server.benchmark.streams import (
     CALL_TIMEOUT_S,
     StreamTiming,
     generate_request,
-    upstream_request,
 )
 
 REPO = Path(__file__).resolve().parents[4]
@@ -219,14 +218,15 @@ class GoDriver:
 
 
 @contextlib.asynccontextmanager
-async def go_driver(work: Path) -> AsyncIterator[GoDriver]:
-    """``loadgen drive`` for the block, with the Generate request and the upstream request
-    body our server sends written to ``work``; its diagnostics go to ``work/loadgen.log``."""
+async def go_driver(work: Path, body: Mapping[str, Any]) -> AsyncIterator[GoDriver]:
+    """``loadgen drive`` for the block, with the Generate request and the direct baseline's
+    upstream request ``body`` written to ``work``; its diagnostics go to
+    ``work/loadgen.log``."""
     binary = await asyncio.to_thread(ensure_binary)
     request_path = work / "generate_request.json"
     request_path.write_text(json_format.MessageToJson(generate_request()), encoding="utf-8")
     body_path = work / "upstream_request.json"
-    body_path.write_text(json.dumps(upstream_request()), encoding="utf-8")
+    body_path.write_text(json.dumps(body), encoding="utf-8")
     log: IO[bytes] = (work / "loadgen.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         str(binary),

@@ -6,9 +6,12 @@ MiniLM, a private ``redis-server``; auth off), like the Generate scenario's: so 
 generator never shares its event loop or its GIL, and the CPU the server spends per call can
 be read from ``/proc`` (the sizing figure, Retrieve QPS per core). The direct baseline runs
 in this process on its own copy of the same index: the corpus is ingested once, through
-``IngestDocuments`` into a server in this process, whose data directory is then copied for
-the child (only one process may own an Edge shard); the original is reopened here with the
-embedder and BM25 encoder built as the server builds them.
+``IngestDocuments`` into a first server process, whose data directory is then copied for
+the measured one (only one process may own an Edge shard); the original is opened here
+through the client layer (:mod:`groundwire.clients`) with the embedder, BM25 encoder and
+store the server's settings name: ``GROUNDWIRE_EMBEDDER`` (``local``, ``local-torch`` or
+``none``), ``GROUNDWIRE_EMBED_QUERY_THREADS``, ``GROUNDWIRE_BM25_AVG_LEN`` and
+``GROUNDWIRE_EDGE_HNSW`` of ``--server-env`` apply to both.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import grpc
 
+from groundwire.clients.ports import DenseEmbedder
 from groundwire.server.benchmark.load import Measured, Tick, run_slice
 from groundwire.server.benchmark.plan import Plan, rotation
 from groundwire.server.benchmark.processes import (
@@ -45,13 +49,16 @@ from groundwire.server.benchmark.retrieve_calls import (
     read_queries,
 )
 from groundwire.server.benchmark.summaries import retrieve_comparison, retrieve_summary
-from groundwire.server.cli import CHANNEL_OPTIONS
 from groundwire.server.measure.redis_process import RedisServer, free_port
+from groundwire.server.measure.target import local_server, open_channel
 from groundwire.v1 import documents_pb2
 
 SERVER_VARIANTS = ("bypass", "miss", "hit")
 EXPECT_HIT = {"miss": False, "hit": True}
 WARM_CONCURRENCY = 8
+# The server's defaults for what the direct baseline builds (README, "Configuration").
+DEFAULT_BM25_AVG_LEN = 256.0
+DIRECT_EMBEDDERS = ("local", "local-torch", "none")
 
 
 @dataclass(frozen=True)
@@ -67,39 +74,45 @@ class RetrieveOptions:
     server_env: Mapping[str, str]  # GROUNDWIRE_* for the servers started here
 
 
-def _settings_overrides(server_env: Mapping[str, str]) -> dict[str, str]:
-    """``GROUNDWIRE_EDGE_HNSW=true`` → ``{"edge_hnsw": "true"}``, for in-process settings."""
-    return {k.removeprefix("GROUNDWIRE_").lower(): v for k, v in server_env.items()}
-
-
-def _local_settings(data_dir: Path, server_env: Mapping[str, str]) -> dict[str, Any]:
-    """Settings for the parts built in this process, configured like the child server: by
-    the benchmark and ``server_env`` alone, not by this environment's ``GROUNDWIRE_*``."""
+def server_settings(server_env: Mapping[str, str]) -> dict[str, str]:
+    """The ``GROUNDWIRE_*`` variables of the benchmark's Retrieve servers: Qdrant Edge, the
+    local model, auth off, no LLM; ``server_env`` over them."""
     return {
-        "read_environment": False,
-        "data_dir": data_dir,
-        "vector_store": "edge",
-        "embedder": "local",
-        "auth_mode": "off",
-        "redis_url": None,
-        "llm_base_url": None,
-        "llm_catalog": None,
-        **_settings_overrides(server_env),
+        "GROUNDWIRE_VECTOR_STORE": "edge",
+        "GROUNDWIRE_EMBEDDER": "local",
+        "GROUNDWIRE_AUTH_MODE": "off",
+        "GROUNDWIRE_LOG_LEVEL": "WARNING",
+        **server_env,
     }
+
+
+def check_direct_env(server_env: Mapping[str, str]) -> str | None:
+    """Why the direct baseline cannot mirror a server of ``server_env``, or None."""
+    embedder = server_settings(server_env)["GROUNDWIRE_EMBEDDER"]
+    if embedder not in DIRECT_EMBEDDERS:
+        return (
+            f"GROUNDWIRE_EMBEDDER={embedder}: the direct Retrieve baseline runs "
+            f"{', '.join(DIRECT_EMBEDDERS)}"
+        )
+    if server_settings(server_env).get("GROUNDWIRE_VECTOR_STORE") != "edge":
+        return "the Retrieve scenario measures Qdrant Edge (GROUNDWIRE_VECTOR_STORE=edge)"
+    return None
 
 
 async def _ingest(
     docs: Sequence[documents_pb2.Document], data_dir: Path, options: RetrieveOptions, tick: Tick
 ) -> dict[str, Any]:
-    """Ingest ``docs`` through ``IngestDocuments`` into a server in this process."""
-    from groundwire.server.auth import DEFAULT_TENANT
+    """Ingest ``docs`` through ``IngestDocuments`` into a server process over ``data_dir``,
+    stopped afterwards (the Edge shard is then free for the copies)."""
     from groundwire.server.measure.ingest import ingest_documents
-    from groundwire.server.measure.target import in_process_server
 
     started = time.perf_counter()
+    settings = server_settings(options.server_env)
     async with (
-        in_process_server(**_local_settings(data_dir, options.server_env)) as server,
-        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel,
+        local_server(
+            data_dir, settings, inherit=False, log_dir=data_dir.parent, log_name="server-ingest"
+        ) as (address, _),
+        open_channel(address) as channel,
     ):
 
         def confirmed(count: int) -> None:
@@ -107,33 +120,47 @@ async def _ingest(
                 tick("retrieve ingest")
 
         summary = await ingest_documents(channel, docs, on_confirmed=confirmed)
-        chunks = await server.components.store.count(DEFAULT_TENANT)
     return {
         "documents": len(docs),
         "failed": summary.failed,
-        "chunks": chunks,
+        "chunks": summary.chunks_written,
         "seconds": time.perf_counter() - started,
     }
+
+
+async def _dense_embedder(env: Mapping[str, str]) -> DenseEmbedder | None:
+    from groundwire.clients.embedder import TorchEmbedder
+    from groundwire.clients.onnx_embedder import OnnxEmbedder
+
+    threads = int(env.get("GROUNDWIRE_EMBED_QUERY_THREADS", "1"))
+    kind = env["GROUNDWIRE_EMBEDDER"]
+    if kind == "local":
+        return await OnnxEmbedder.load(query_threads=threads)
+    if kind == "local-torch":
+        return await TorchEmbedder.load(query_threads=threads)
+    return None
 
 
 @contextlib.asynccontextmanager
 async def _direct_parts(
     data_dir: Path, server_env: Mapping[str, str]
 ) -> AsyncIterator[DirectParts]:
-    """The embedder, BM25 encoder and store over ``data_dir``, as ``groundwire serve`` builds
-    them."""
+    """The embedder, BM25 encoder and Edge store over ``data_dir`` (its live generation),
+    as a server of ``server_env`` builds them."""
     from groundwire.clients.sparse import Bm25Encoder
-    from groundwire.server.app import build_dense_embedder, build_store
-    from groundwire.server.settings import load_settings
+    from groundwire.clients.vector_store import EdgeVectorStore
+    from groundwire.clients.vector_store.edge_pointer import live_dir
 
-    settings = load_settings(**_local_settings(data_dir, server_env), metrics_port=None)
-    dense = await build_dense_embedder(settings)
-    store = await build_store(settings)
+    env = server_settings(server_env)
+    hnsw = env.get("GROUNDWIRE_EDGE_HNSW", "false").lower() in ("1", "true", "yes", "on")
+    avg_len = float(env.get("GROUNDWIRE_BM25_AVG_LEN", DEFAULT_BM25_AVG_LEN))
+    dense = await _dense_embedder(env)
+    store = EdgeVectorStore(live_dir(data_dir / "edge"), hnsw=hnsw)
     try:
         await store.ensure_collection(
             dense.embedder_id if dense else "", dense.dimension if dense else 0
         )
-        yield DirectParts(dense, Bm25Encoder(avg_len=settings.bm25_avg_len), store)
+        yield DirectParts(dense, Bm25Encoder(avg_len=avg_len), store)
     finally:
         await store.close()
         if dense is not None:
@@ -171,7 +198,7 @@ async def run_retrieve(
             await wait_until_serving(child, address)
             assert redis.process is not None
             probe = CpuProbe({"server": child.pid, "redis": redis.process.pid})
-            async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            async with open_channel(address) as channel:
                 levels = []
                 for mode in options.modes:
                     for concurrency in plan.levels:

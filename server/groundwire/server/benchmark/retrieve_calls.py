@@ -1,7 +1,12 @@
 """One Retrieve, timed from the caller's side: through our server over gRPC (cache on, off or
 warmed), or the direct baseline (the same query embedder, BM25 encoder and vector store
-called in-process, no gRPC, no pipeline, no cache); and the BEIR files the queries and
-documents come from."""
+called in-process through the client layer, no gRPC, no pipeline, no cache); and the BEIR
+files the queries and documents come from.
+
+The baseline does what the server documents for a query: it embeds the query after Unicode
+NFKC normalisation with runs of white space as one space (the form the retrieval cache keys
+on too), and searches the tenant every call has when authentication is off, ``default``.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,14 @@ import grpc
 
 from groundwire.clients.models import SearchMode
 from groundwire.clients.ports import DenseEmbedder, SparseEncoder, VectorStore
-from groundwire.server.auth import DEFAULT_TENANT
-from groundwire.server.cli import MODES
-from groundwire.server.documents_io import read_documents
-from groundwire.server.evaluation.beir import load_queries
-from groundwire.server.pipeline.retrieval import normalize_query
+from groundwire.sdk import retrieval_mode
+from groundwire.server.evaluation.beir import corpus_documents, load_queries
+from groundwire.server.evaluation.reference import server_query_text
 from groundwire.v1 import documents_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 CALL_TIMEOUT_S = 60.0
+#: The tenant of every call to a server with GROUNDWIRE_AUTH_MODE=off (README, "auth").
+OPEN_TENANT = "default"
 SERVER_TIMINGS = ("total", "cache", "embed", "search")
 
 
@@ -55,7 +60,7 @@ def direct_call(parts: DirectParts, mode: str, top_k: int, texts: Sequence[str])
 
     async def call(index: int) -> RetrieveTiming:
         started = time.perf_counter()
-        text = normalize_query(texts[index])
+        text = server_query_text(texts[index])
         dense = None
         if search_mode in (SearchMode.DENSE, SearchMode.HYBRID):
             if parts.dense is None:
@@ -67,7 +72,7 @@ def direct_call(parts: DirectParts, mode: str, top_k: int, texts: Sequence[str])
             else None
         )
         await parts.store.search(
-            DEFAULT_TENANT, mode=search_mode, dense=dense, sparse=sparse, limit=top_k
+            OPEN_TENANT, mode=search_mode, dense=dense, sparse=sparse, limit=top_k
         )
         return RetrieveTiming(time.perf_counter() - started, None)
 
@@ -82,7 +87,7 @@ def grpc_call(
 
     async def call(index: int) -> RetrieveTiming:
         request = retrieval_pb2.RetrieveRequest(
-            query=texts[index], top_k=top_k, mode=MODES[mode], bypass_cache=bypass
+            query=texts[index], top_k=top_k, mode=retrieval_mode(mode), bypass_cache=bypass
         )
         started = time.perf_counter()
         response = await stub.Retrieve(request, timeout=CALL_TIMEOUT_S)
@@ -106,7 +111,10 @@ def cycled(pool: Sequence[str], start: int, count: int) -> list[str]:
 
 def read_corpus(dataset: Path, limit: int) -> list[documents_pb2.Document]:
     """The first ``limit`` documents of ``corpus.jsonl``."""
-    return list(itertools.islice(read_documents([dataset / "corpus.jsonl"]), limit))
+    return [
+        documents_pb2.Document(doc_id=doc.doc_id, title=doc.title, text=doc.text)
+        for _, doc in itertools.islice(corpus_documents(dataset / "corpus.jsonl"), limit)
+    ]
 
 
 def read_queries(dataset: Path) -> list[str]:
@@ -114,5 +122,5 @@ def read_queries(dataset: Path) -> list[str]:
     the cache keys them: normalised), in file order."""
     distinct: dict[str, str] = {}
     for text in load_queries(dataset / "queries.jsonl").values():
-        distinct.setdefault(normalize_query(text), text)
+        distinct.setdefault(server_query_text(text), text)
     return list(distinct.values())

@@ -1,6 +1,12 @@
 """One Generate stream, timed from the caller's side: through our server over gRPC, or the
-direct baseline (``AsyncOpenAI`` streaming straight to the same upstream, with the very
-messages, model, temperature and ``max_tokens`` our server sends).
+direct baseline (``AsyncOpenAI`` streaming straight to the same upstream, with the model,
+temperature and ``max_tokens`` our server sends and a prompt of the same shape and size).
+
+The baseline's request is built from what the server publishes, not from its code: the
+standard tier's first model and its output limit from ``GetCapabilities``, the contract's
+defaults for temperature and output tokens (``generation.proto``), and a grounded prompt as
+the README describes the server's (an instruction to answer only from the numbered sources
+and cite them as ``[n]``; the sources, then the question).
 
 Time to first token (TTFT) is from issuing the call to the first non-empty text (our first
 ``delta`` frame; the first chunk with content). Time between tokens (ITL) is per stream
@@ -19,20 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from groundwire.sdk import AsyncClient
 from groundwire.server.benchmark.load import CallFailed
-from groundwire.server.pipeline.generation.catalog import BUILTIN_MODELS, BUILTIN_TIERS, Tier
-from groundwire.server.pipeline.generation.events import SourceInfo
-from groundwire.server.pipeline.generation.prompt import SYSTEM_PROMPT, render_user
-from groundwire.server.servicers.generation_convert import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
-    DEFAULT_TEMPERATURE,
-)
-from groundwire.v1 import generation_pb2, generation_pb2_grpc
+from groundwire.v1 import capabilities_pb2, generation_pb2, generation_pb2_grpc
 
 if TYPE_CHECKING:
     import openai
 
 CALL_TIMEOUT_S = 120.0
+# The contract's defaults when a request leaves them unset (generation.proto).
+DEFAULT_TEMPERATURE = 0.1
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+BASELINE_INSTRUCTION = (
+    "Answer the question from the numbered sources below and nothing else. After each claim, "
+    "cite the sources it rests on by number in square brackets, such as [1] or [1][4]. When "
+    "the sources do not hold the answer, say so instead of guessing. Keep it short."
+)
 SERVER_TIMINGS = ("overhead", "first_token", "upstream_first_token", "total")
 
 QUESTION = "What do the sources say about how the bridge was built and maintained?"
@@ -153,32 +161,44 @@ def generate_request() -> generation_pb2.GenerateRequest:
     )
 
 
-def upstream_request() -> dict[str, Any]:
-    """What our server sends upstream for :func:`generate_request` (the standard tier's first
-    model, the default temperature and output limit, the same prompt), streamed with usage."""
-    spec = {m.name: m for m in BUILTIN_MODELS}[BUILTIN_TIERS[Tier.STANDARD][0]]
-    sources = [
-        SourceInfo(
-            number=i + 1, chunk_id=pid, doc_id="", title=title, source_uri="", score=0.0, text=text
-        )
-        for i, (pid, title, text) in enumerate(PASSAGES)
-    ]
+async def standard_model(address: str) -> capabilities_pb2.ModelInfo:
+    """The model our server at ``address`` answers the standard tier with first."""
+    async with AsyncClient(address) as client:
+        capabilities = await client.capabilities()
+    chains = {t.tier: list(t.chain) for t in capabilities.tiers}
+    models = {m.name: m for m in capabilities.models}
+    chain = chains.get(generation_pb2.TIER_STANDARD, [])
+    if not chain or chain[0] not in models:
+        raise RuntimeError(f"the server at {address} lists no model for the standard tier")
+    return models[chain[0]]
+
+
+def baseline_prompt() -> str:
+    """The user message of the baseline: :data:`PASSAGES` numbered, then :data:`QUESTION`."""
+    sources = [f"[{n}] {title}\n{text}" for n, (_, title, text) in enumerate(PASSAGES, 1)]
+    return "\n\n".join(["Sources:", *sources, f"Question: {QUESTION}"])
+
+
+def upstream_request(model: capabilities_pb2.ModelInfo) -> dict[str, Any]:
+    """The baseline's request for :func:`generate_request` (``model``: the standard tier's
+    first, see :func:`standard_model`), streamed with usage."""
     return {
-        "model": spec.upstream_model,
+        "model": model.upstream_model,
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": render_user(QUESTION, sources)},
+            {"role": "system", "content": BASELINE_INSTRUCTION},
+            {"role": "user", "content": baseline_prompt()},
         ],
         "temperature": DEFAULT_TEMPERATURE,
-        "max_tokens": min(DEFAULT_MAX_OUTPUT_TOKENS, spec.max_output_tokens),
+        "max_tokens": min(DEFAULT_MAX_OUTPUT_TOKENS, model.max_output_tokens),
         "stream": True,
         "stream_options": {"include_usage": True},
     }
 
 
-def direct_call(client: openai.AsyncOpenAI, expected_tokens: int) -> StreamCall:
-    """The baseline: one streamed chat completion straight to the upstream."""
-    body = upstream_request()
+def direct_call(
+    client: openai.AsyncOpenAI, expected_tokens: int, body: Mapping[str, Any]
+) -> StreamCall:
+    """The baseline: one streamed chat completion of ``body`` straight to the upstream."""
 
     async def call(_: int) -> StreamTiming:
         clock = _Clock()

@@ -24,11 +24,11 @@ from typing import Any
 
 import grpc
 
-from groundwire.server.cli_ask import TIERS
+from groundwire.sdk import tier as tier_value
 from groundwire.server.evaluation.beir import ReferenceAnswer
 from groundwire.server.evaluation.judge import AnswerJudge
 from groundwire.server.evaluation.metrics import exact_match, token_f1
-from groundwire.server.measure.progress import progress_bar
+from groundwire.server.measure.progress import Progress, progress_bar
 from groundwire.server.measure.stats import latency_summary_ms, mean
 from groundwire.server.measure.target import Metadata
 from groundwire.v1 import generation_pb2, generation_pb2_grpc, retrieval_pb2
@@ -98,7 +98,7 @@ def build_request(
         query=question, retrieval=retrieval_pb2.RetrieveRequest(), bypass_cache=True
     )
     if tier:
-        request.tier = TIERS[tier]
+        request.tier = tier_value(tier)
     if model:
         request.model = model
     return request
@@ -196,7 +196,7 @@ async def answer_all(
     model: str | None,
     judge: AnswerJudge | None,
     concurrency: int,
-    progress: bool,
+    progress: Progress,
 ) -> list[AnswerRecord]:
     """Answer (and grade) every question, ``concurrency`` at a time; records in input order."""
     stub = generation_pb2_grpc.GenerationServiceStub(channel)

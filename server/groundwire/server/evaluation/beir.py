@@ -8,12 +8,12 @@ so a bad dataset fails before any server is started.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from groundwire.server.documents_io import FileFormatError, jsonl_rows
 
 _NOT_TENANT = re.compile(r"[^A-Za-z0-9_.\-]+")
 _TENANT_PREFIX = "eval"
@@ -22,8 +22,13 @@ _FINGERPRINT_CHARS = 10
 _MAX_NAME_CHARS = 64 - len(_TENANT_PREFIX) - 2 - _FINGERPRINT_CHARS
 
 
-# The dataset cannot be read; the message names the file (and line) and what is wrong.
-DatasetError = FileFormatError
+class DatasetError(ValueError):
+    """The dataset cannot be read; the message names the file (and line) and what is wrong."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        super().__init__(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+        self.path = path
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -84,22 +89,51 @@ def _text_field(row: dict[str, Any], key: str, path: Path, line: int, *, require
     return str(value)
 
 
-def load_corpus(path: Path) -> list[Document]:
-    """The documents of a ``corpus.jsonl`` (``_id``, ``title``, ``text``), in file order."""
-    docs: list[Document] = []
-    seen: set[str] = set()
+def _json_object(path: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, f"not valid JSON ({exc.msg})", number) from None
+    if isinstance(row, dict):
+        return row
+    raise DatasetError(path, "each line must be a JSON object", number)
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file, read lazily."""
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    with path.open(encoding="utf-8") as handle:
+        yield from (
+            (number, _json_object(path, number, line))
+            for number, line in enumerate(handle, start=1)
+            if line.strip()
+        )
+
+
+def corpus_documents(path: Path) -> Iterator[tuple[int, Document]]:
+    """(line number, document) for each line of a ``corpus.jsonl`` (``_id``, ``title``,
+    ``text``), in file order, read lazily."""
     for line, row in jsonl_rows(path):
-        doc_id = _text_field(row, "_id", path, line, required=True)
-        if doc_id in seen:
-            raise DatasetError(path, f"duplicate _id {doc_id!r}", line)
-        seen.add(doc_id)
-        docs.append(
+        yield (
+            line,
             Document(
-                doc_id,
+                _text_field(row, "_id", path, line, required=True),
                 _text_field(row, "title", path, line, required=False),
                 _text_field(row, "text", path, line, required=True),
-            )
+            ),
         )
+
+
+def load_corpus(path: Path) -> list[Document]:
+    """The documents of a ``corpus.jsonl``; a repeated ``_id`` is an error."""
+    docs: list[Document] = []
+    seen: set[str] = set()
+    for line, doc in corpus_documents(path):
+        if doc.doc_id in seen:
+            raise DatasetError(path, f"duplicate _id {doc.doc_id!r}", line)
+        seen.add(doc.doc_id)
+        docs.append(doc)
     if not docs:
         raise DatasetError(path, "no documents")
     return docs

@@ -11,12 +11,19 @@ With reference answers (DATASET/answers.jsonl, or --answers FILE: one JSON objec
 with "question", "answer" or "answers", optionally "doc_ids"), each question also goes
 through Generate: exact match and token F1 (SQuAD-style), source recall and citation
 precision when doc_ids are given, route, cost and time to first token; --judge-model adds
-a catalog model's grade of each answer.
+the grade of a model the server lists, called directly at --judge-base-url (default
+$GROUNDWIRE_LLM_BASE_URL).
 
-Without --address a server starts in this process, configured like `groundwire serve` by
-GROUNDWIRE_* variables (e.g. GROUNDWIRE_LLM_BASE_URL for answers from a model; without an
-LLM answers are the degraded, extractive ones), its index in --data-dir. With --address the
-corpus goes to the tenant of --api-key (or --tenant on a mesh_header server).
+A query longer than the server's limit (GetCapabilities' max_query_chars) is cut to it, or
+with --long-queries skip left out; either way the report counts them. --ignore-identical-ids
+applies BEIR/MTEB's rule for datasets whose queries are corpus documents (ArguAna, Quora):
+a query's own document id is dropped from its ranking before scoring.
+
+Without --address a `groundwire serve` process is started, configured by GROUNDWIRE_*
+variables as any server is (e.g. GROUNDWIRE_LLM_BASE_URL for answers from a model; without
+an LLM answers are the degraded, extractive ones), its index and its log (server.log) in
+--data-dir. With --address the corpus goes to the tenant of --api-key (or --tenant on a
+mesh_header server).
 
 Writes eval.json, report.md and PNG plots to --output (default results/eval/<name>).
 Exit status: 0; 1 when a gate fails (--min-dense-ndcg, --require-hybrid-ge-sparse);
@@ -36,14 +43,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-from groundwire.server.measure.arguments import non_negative, positive, split_names
-
-MODE_NAMES = ("dense", "sparse", "hybrid")
-DEFAULT_DATA_DIR = Path("data/eval")
-DEFAULT_OUTPUT_ROOT = Path("results/eval")
-EXIT_GATE_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_RUN_FAILED = 3
+from groundwire.server.evaluation.defaults import (
+    DEFAULT_DATA_DIR,
+    EXIT_BAD_INPUT,
+    LONG_QUERIES,
+    MODE_NAMES,
+)
+from groundwire.server.measure.arguments import add_command, non_negative, positive, split_names
 
 
 def _modes(text: str) -> list[str]:
@@ -52,8 +58,7 @@ def _modes(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments."""
-    # Imported here, not at module level: the target module imports the CLI module.
-    from groundwire.server.cli_ask import TIERS
+    from groundwire.sdk import TIERS
     from groundwire.server.measure.progress import add_progress_argument
     from groundwire.server.measure.target import add_target_arguments
 
@@ -85,6 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="calls in flight (default 1)",
     )
     retrieval.add_argument(
+        "--long-queries",
+        choices=LONG_QUERIES,
+        default="truncate",
+        help="a query over the server's length limit: cut to the limit (default) or skipped",
+    )
+    retrieval.add_argument(
+        "--ignore-identical-ids",
+        action="store_true",
+        help="drop each query's own id from its ranking before scoring (BEIR/MTEB's rule for "
+        "datasets whose queries are corpus documents, e.g. ArguAna)",
+    )
+    retrieval.add_argument(
         "--reference",
         action="store_true",
         help="also compute BEIR's dense figure here (1 vector per document, the local model)",
@@ -103,7 +120,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--tier", choices=sorted(TIERS), help="default: standard")
     choice.add_argument("--model", help="a catalog model to answer with")
     answers.add_argument(
-        "--judge-model", metavar="NAME", help="a catalog model that grades each answer (0-5)"
+        "--judge-model", metavar="NAME", help="a model the server lists that grades each answer"
+    )
+    answers.add_argument(
+        "--judge-base-url",
+        metavar="URL",
+        help="the OpenAI-compatible endpoint the judge is called at (default "
+        "$GROUNDWIRE_LLM_BASE_URL)",
+    )
+    answers.add_argument(
+        "--judge-api-key",
+        metavar="KEY",
+        help="its API key (default $GROUNDWIRE_LLM_API_KEY)",
     )
     gates = parser.add_argument_group("gates (exit 1 when one fails)")
     gates.add_argument("--min-dense-ndcg", type=float, metavar="X", help="dense nDCG@10 >= X")
@@ -123,6 +151,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_progress_argument(parser)
     add_target_arguments(parser)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``eval`` to the ``groundwire`` command (the ``groundwire.commands`` entry point)."""
+    summary = "retrieval (and answer) quality on a BEIR-format dataset, with a report"
+    add_command(commands, "eval", summary, __doc__, add_arguments, main)
 
 
 def main(args: argparse.Namespace) -> int:

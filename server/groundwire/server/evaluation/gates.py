@@ -7,7 +7,7 @@ import argparse
 import shlex
 from typing import Any
 
-from groundwire.server.evaluation.command import MODE_NAMES
+from groundwire.server.evaluation.defaults import MODE_NAMES
 
 
 def gate_checks(args: argparse.Namespace, modes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -48,11 +48,13 @@ def reproduce_command(args: argparse.Namespace) -> str:
         ("--limit-queries", args.limit_queries, None),
         ("--top-k", args.top_k, 100),
         ("--concurrency", args.concurrency, 1),
+        ("--long-queries", args.long_queries, "truncate"),
         ("--answers", args.answers, None),
         ("--limit-answers", args.limit_answers, None),
         ("--tier", args.tier, None),
         ("--model", args.model, None),
         ("--judge-model", args.judge_model, None),
+        ("--judge-base-url", args.judge_base_url, None),
         ("--min-dense-ndcg", args.min_dense_ndcg, None),
         ("--address", args.address, None),
         ("--tenant", args.tenant, None),
@@ -61,6 +63,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
         if value is not None and value != default:
             words += [flag, str(value)]
     for flag, on in (
+        ("--ignore-identical-ids", args.ignore_identical_ids),
         ("--reference", args.reference),
         ("--require-hybrid-ge-sparse", args.require_hybrid_ge_sparse),
     ):

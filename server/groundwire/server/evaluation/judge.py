@@ -1,23 +1,30 @@
-"""An LLM judge: a catalog model grades each generated answer against the reference answers.
+"""An LLM judge: a model the server lists grades each generated answer against the reference
+answers.
 
-The judge is called directly (not through groundwire), from the catalog this process's
-``GROUNDWIRE_*`` variables describe (``GROUNDWIRE_LLM_BASE_URL`` / ``GROUNDWIRE_LLM_CATALOG``),
-so the model being evaluated never grades itself through the server's routes. It answers
-with one digit from 0 to 5; the score is that digit / 5.
+The judge is called directly (not through groundwire), so the model being evaluated never
+grades itself through the server's routes. Which models exist, their upstream names and
+prices come from the server's ``GetCapabilities``; where to call them is the command's own
+setting: ``--judge-base-url`` (default ``$GROUNDWIRE_LLM_BASE_URL``, the endpoint a server
+configured by the same environment uses) and ``--judge-api-key`` (default
+``$GROUNDWIRE_LLM_API_KEY``). It answers with one digit from 0 to 5; the score is that
+digit / 5.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from groundwire.clients.chat import ChatMessage, ChatRequest
 from groundwire.clients.errors import LLMCallError
-from groundwire.clients.llm import ChatMessage, ChatRequest, OpenAIChatClient
-from groundwire.server.pipeline.generation.catalog import ModelSpec, load_catalog
-from groundwire.server.settings import environment_secret, load_settings
+from groundwire.clients.llm import OpenAIChatClient
+from groundwire.v1 import capabilities_pb2
 
+BASE_URL_VARIABLE = "GROUNDWIRE_LLM_BASE_URL"
+API_KEY_VARIABLE = "GROUNDWIRE_LLM_API_KEY"
 MAX_GRADE = 5
 _GRADE = re.compile(r"\b([0-5])\b")
 SYSTEM_PROMPT = (
@@ -30,7 +37,28 @@ SYSTEM_PROMPT = (
 
 
 class JudgeUnavailableError(RuntimeError):
-    """The judge model is not in the catalog, or has no endpoint; the message says why."""
+    """The judge model has no endpoint, or the server lists no such model; the message says
+    why."""
+
+
+@dataclass(frozen=True)
+class JudgeModel:
+    """A model as ``GetCapabilities`` lists it: the name, what is sent upstream, the prices."""
+
+    name: str
+    upstream_model: str
+    input_micros_per_million: int
+    output_micros_per_million: int
+    currency: str
+
+    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """The cost of one grading in micros, rounded half up as the server rounds. Cached
+        prompt tokens are priced as input: the capabilities list no cached price."""
+        numerator = (
+            prompt_tokens * self.input_micros_per_million
+            + completion_tokens * self.output_micros_per_million
+        )
+        return (numerator + 500_000) // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -62,20 +90,20 @@ def parse_grade(reply: str) -> float:
 class AnswerJudge:
     """Grades answers with one catalog model over its own HTTP client."""
 
-    def __init__(self, spec: ModelSpec, client: OpenAIChatClient) -> None:
-        self.spec = spec
+    def __init__(self, model: JudgeModel, client: OpenAIChatClient) -> None:
+        self.model = model
         self._client = client
 
     @property
     def name(self) -> str:
         """The catalog name of the judge model."""
-        return self.spec.name
+        return self.model.name
 
     async def grade(self, question: str, references: Sequence[str], answer: str) -> Verdict:
         """The judge's verdict on one answer; an upstream failure is a verdict with ``error``
         (the run goes on)."""
         request = ChatRequest(
-            model=self.spec.upstream_model,
+            model=self.model.upstream_model,
             messages=(
                 ChatMessage("system", SYSTEM_PROMPT),
                 ChatMessage("user", judge_prompt(question, references, answer)),
@@ -86,22 +114,17 @@ class AnswerJudge:
         reply = ""
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
-        cached_tokens = 0
         try:
             async for chunk in self._client.stream(request):
                 reply += chunk.text
                 if chunk.usage is not None:
                     prompt_tokens = chunk.usage.prompt_tokens
                     completion_tokens = chunk.usage.completion_tokens
-                    cached_tokens = chunk.usage.cached_tokens or 0
         except LLMCallError as exc:
             return Verdict(math.nan, reply, None, error=exc.message)
         cost = None
         if prompt_tokens is not None and completion_tokens is not None:
-            numerator = self.spec.cost_micros_numerator(
-                prompt_tokens, completion_tokens, cached_tokens
-            )
-            cost = (numerator + 500_000) // 1_000_000  # half up, as the server rounds
+            cost = self.model.cost_micros(prompt_tokens, completion_tokens)
         return Verdict(parse_grade(reply), reply.strip(), cost)
 
     async def close(self) -> None:
@@ -109,28 +132,50 @@ class AnswerJudge:
         await self._client.close()
 
 
-def load_judge(name: str) -> AnswerJudge:
-    """The judge ``name`` from the catalog the environment describes. Raises
-    :class:`JudgeUnavailableError` (and ``SettingsError``/``CatalogError`` for bad settings)."""
-    settings = load_settings()
-    catalog = load_catalog(
-        settings.llm_catalog,
-        base_url=settings.llm_base_url,
-        api_key=settings.llm_api_key,
-        secret=environment_secret,
-    )
-    spec = catalog.models.get(name)
-    if spec is None or spec.base_url is None:
-        why = catalog.unavailable.get(name, "not in the catalog")
-        known = ", ".join(sorted(catalog.models)) or "none (set GROUNDWIRE_LLM_BASE_URL)"
+def judge_endpoint(name: str, base_url: str | None) -> str:
+    """The judge's base URL; :class:`JudgeUnavailableError` when there is none (checked
+    before any server starts)."""
+    if not base_url:
         raise JudgeUnavailableError(
-            f"judge model {name!r} is not available: {why}; available: {known}"
+            f"judge model {name!r} is not available: no endpoint to call it at "
+            f"(--judge-base-url, or set {BASE_URL_VARIABLE})"
         )
-    client = OpenAIChatClient(
-        spec.base_url,
-        api_key=spec.api_key,
-        system=spec.provider,
-        connect_timeout_s=settings.llm_connect_timeout_s,
-        idle_timeout_s=settings.llm_idle_timeout_s,
+    return base_url
+
+
+def load_judge(
+    name: str,
+    capabilities: capabilities_pb2.GetCapabilitiesResponse,
+    *,
+    base_url: str | None,
+    api_key: str | None = None,
+) -> AnswerJudge:
+    """The judge ``name`` as the server lists it, called at ``base_url``. Raises
+    :class:`JudgeUnavailableError` when there is no endpoint or no such model."""
+    endpoint = judge_endpoint(name, base_url)
+    listed = {m.name: m for m in capabilities.models}
+    info = listed.get(name)
+    if info is None:
+        known = ", ".join(sorted(listed)) or "none (the server has no LLM configured)"
+        raise JudgeUnavailableError(
+            f"judge model {name!r} is not available: the server lists no such model; "
+            f"available: {known}"
+        )
+    model = JudgeModel(
+        info.name,
+        info.upstream_model,
+        info.input_micros_per_million,
+        info.output_micros_per_million,
+        info.currency,
     )
-    return AnswerJudge(spec, client)
+    return AnswerJudge(model, OpenAIChatClient(endpoint, api_key=api_key))
+
+
+def default_base_url() -> str | None:
+    """``$GROUNDWIRE_LLM_BASE_URL``: the endpoint a server of this environment calls."""
+    return os.environ.get(BASE_URL_VARIABLE) or None
+
+
+def default_api_key() -> str | None:
+    """``$GROUNDWIRE_LLM_API_KEY``."""
+    return os.environ.get(API_KEY_VARIABLE) or None

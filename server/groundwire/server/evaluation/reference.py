@@ -6,13 +6,19 @@ BEIR embeds one vector per document, ``title + " " + text`` truncated by the mod
 the whole document (each with its title), so its dense figure differs (on SciFact it is
 higher: most abstracts are longer than the model's window). The reference makes that gap
 visible; the corpus profile says how many documents the window cuts, and the score check
-confirms the server's dense scores are plain cosines of the texts it embeds.
+confirms the server's dense scores are plain cosines of the texts it embeds: a chunk is
+embedded as its title, a line break and its text, and a query after Unicode NFKC
+normalisation with runs of white space as one space (:func:`server_embedding_text`,
+:func:`server_query_text`; written here from that description, not imported, so the check
+holds the server to it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +26,10 @@ from typing import Any
 import grpc
 
 from groundwire.clients.embedding_base import LocalModelEmbedder
-from groundwire.server.cli import MODES
+from groundwire.sdk import retrieval_mode
 from groundwire.server.evaluation.beir import Document
-from groundwire.server.measure.progress import progress_bar
+from groundwire.server.measure.progress import Progress, progress_bar
 from groundwire.server.measure.target import Metadata
-from groundwire.server.pipeline.ingest import embedding_text
-from groundwire.server.pipeline.retrieval import normalize_query
 from groundwire.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 # Published figures (MTEB: one vector per document) per (dataset folder name, embedder id),
@@ -39,6 +43,18 @@ PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
     },
 }
 _BLOCK = 256
+_SPACES = re.compile(r"\s+")
+
+
+def server_query_text(query: str) -> str:
+    """The text the server embeds for ``query``: NFKC, trimmed, white space runs as one."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", query)).strip()
+
+
+def server_embedding_text(title: str, text: str) -> str:
+    """The text the server embeds for a chunk: its title (when there is one), a line break,
+    the chunk's text."""
+    return f"{title}\n{text}" if title else text
 
 
 async def reference_dense(
@@ -48,7 +64,7 @@ async def reference_dense(
     *,
     top_k: int = 100,
     cache_dir: Path | None = None,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> dict[str, list[str]]:
     """Query id → document ranking, BEIR's way: one vector per ``(title + " " + text)``,
     raw query text, exact cosine in numpy. Document vectors are kept in ``cache_dir`` when
@@ -117,20 +133,20 @@ async def dense_score_gap(
     per_query: int = 3,
 ) -> float:
     """The largest |server dense score - cosine computed here| over a few hits: the server's
-    dense scores must be cosines of unit vectors of ``embedding_text(title, chunk)``."""
+    dense scores must be cosines of unit vectors of :func:`server_embedding_text`."""
     import numpy as np
 
     stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
     worst = 0.0
     for text in queries:
         request = retrieval_pb2.RetrieveRequest(
-            query=text, top_k=per_query, mode=MODES["dense"], bypass_cache=True
+            query=text, top_k=per_query, mode=retrieval_mode("dense"), bypass_cache=True
         )
         response = await stub.Retrieve(request, metadata=metadata, timeout=60)
-        query_vector = np.array(await embedder.embed_query(normalize_query(text)))
+        query_vector = np.array(await embedder.embed_query(server_query_text(text)))
         chunk_vectors = np.array(
             await embedder.embed_documents(
-                [embedding_text(c.title, c.text) for c in response.chunks]
+                [server_embedding_text(c.title, c.text) for c in response.chunks]
             )
         )
         for chunk, vector in zip(response.chunks, chunk_vectors, strict=True):

@@ -54,6 +54,15 @@ def ingest_line(ingest: Mapping[str, Any]) -> str:
     )
 
 
+def long_queries_line(long: Mapping[str, Any]) -> str:
+    """How many queries were over the server's length limit and what was done with them."""
+    done = "cut to it" if long["action"] == "truncate" else "left out"
+    return (
+        f"long queries: {long['count']} over the server's {long['limit_chars']:,}-character "
+        f"limit, {done} (--long-queries)"
+    )
+
+
 def retrieval_rows(result: Mapping[str, Any]) -> list[Row]:
     """One row per mode, then the reference and published figures when present."""
     rows: list[Row] = []
@@ -209,7 +218,17 @@ def markdown_report(result: Mapping[str, Any], reproduce: str) -> str:
         f"- {ingest_line(result['ingest'])}",
         f"- Retrieve: top_k {retrieval['top_k_chunks']} chunks, documents ranked by their best "
         f"chunk, cache bypassed, concurrency {retrieval['concurrency']}; latency measured by "
-        "the client; docs/query: the distinct documents those chunks hold (what R@100 sees)",
+        "the client; docs/query: the distinct documents those chunks hold (what R@100 sees)"
+        + (
+            "; each query's own document id dropped before scoring (--ignore-identical-ids)"
+            if retrieval.get("ignore_identical_ids")
+            else ""
+        ),
+        *(
+            [f"- {long_queries_line(retrieval['long_queries'])}"]
+            if retrieval.get("long_queries", {}).get("count")
+            else []
+        ),
         f"- measured {result['environment']['measured_at']} on {result['environment']['platform']}"
         f" ({result['environment']['cpu_count']} CPUs)",
         "",

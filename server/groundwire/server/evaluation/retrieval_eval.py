@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from groundwire.server.cli import MODES
+from groundwire.sdk import retrieval_mode
 from groundwire.server.evaluation.beir import Document, Qrels
 from groundwire.server.evaluation.metrics import (
     RANKING_METRICS,
@@ -25,7 +25,7 @@ from groundwire.server.evaluation.metrics import (
     ranking_metrics,
 )
 from groundwire.server.measure.ingest import IngestSummary, ingest_documents
-from groundwire.server.measure.progress import progress_bar
+from groundwire.server.measure.progress import Progress, progress_bar
 from groundwire.server.measure.stats import latency_summary_ms, mean
 from groundwire.server.measure.target import Metadata
 from groundwire.v1 import (
@@ -35,6 +35,46 @@ from groundwire.v1 import (
 )
 
 RETRIEVE_TIMEOUT_S = 60.0
+#: The query limit of a server whose capabilities do not say (the contract's first one).
+DEFAULT_MAX_QUERY_CHARS = 4096
+_IDS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class LongQueries:
+    """The queries over the server's length limit and what was done with them."""
+
+    limit: int
+    action: str  # "truncate" or "skip"
+    query_ids: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: the limit, the action, how many, the first few ids."""
+        return {
+            "limit_chars": self.limit,
+            "action": self.action,
+            "count": len(self.query_ids),
+            "first_ids": list(self.query_ids[:_IDS_SHOWN]),
+        }
+
+
+def fit_queries(
+    queries: Mapping[str, str], limit: int, action: str
+) -> tuple[dict[str, str], LongQueries]:
+    """The queries the server accepts: each one over ``limit`` characters cut to it
+    (``truncate``) or left out (``skip``); and which they were. A limit of 0 (a server that
+    does not say) means :data:`DEFAULT_MAX_QUERY_CHARS`."""
+    limit = limit or DEFAULT_MAX_QUERY_CHARS
+    fitted: dict[str, str] = {}
+    long: list[str] = []
+    for query_id, text in queries.items():
+        if len(text) > limit:
+            long.append(query_id)
+            if action == "skip":
+                continue
+            text = text[:limit]
+        fitted[query_id] = text
+    return fitted, LongQueries(limit, action, tuple(long))
 
 
 async def ingest_corpus(
@@ -42,7 +82,7 @@ async def ingest_corpus(
     metadata: Metadata,
     corpus: Sequence[Document],
     *,
-    progress: bool,
+    progress: Progress,
 ) -> IngestSummary:
     """Send the corpus through ``IngestDocuments``; the server skips documents it already
     holds unchanged."""
@@ -74,7 +114,7 @@ async def retrieve_all(
     *,
     top_k: int,
     concurrency: int,
-    progress: bool,
+    progress: Progress,
 ) -> dict[str, ModeRun]:
     """Retrieve every query in every mode, ``concurrency`` queries in flight."""
     stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
@@ -85,7 +125,7 @@ async def retrieve_all(
 
     async def one(mode: str, query_id: str, text: str) -> None:
         request = retrieval_pb2.RetrieveRequest(
-            query=text, top_k=top_k, mode=MODES[mode], bypass_cache=True
+            query=text, top_k=top_k, mode=retrieval_mode(mode), bypass_cache=True
         )
         started = time.perf_counter()
         response = await stub.Retrieve(request, metadata=metadata, timeout=RETRIEVE_TIMEOUT_S)
@@ -110,11 +150,15 @@ async def retrieve_all(
     return runs
 
 
-def score_mode(run: ModeRun, qrels: Qrels) -> dict[str, Any]:
-    """A mode's mean metrics, latency summaries and per-query figures."""
+def score_mode(run: ModeRun, qrels: Qrels, *, ignore_identical_ids: bool = False) -> dict[str, Any]:
+    """A mode's mean metrics, latency summaries and per-query figures. With
+    ``ignore_identical_ids`` a query's own id is dropped from its ranking first (BEIR's
+    ``ignore_identical_ids``: the query is itself a corpus document)."""
     per_query: dict[str, dict[str, Any]] = {}
     for query_id, relevance in qrels.items():
         ranking = run.rankings.get(query_id, [])
+        if ignore_identical_ids:
+            ranking = [doc_id for doc_id in ranking if doc_id != query_id]
         per_query[query_id] = {
             **ranking_metrics(ranking, relevance),
             "top10": ranking[:10],

@@ -12,8 +12,7 @@ from typing import Any
 
 import grpc
 
-from groundwire.clients.errors import GroundwireError
-from groundwire.server.cli import describe_error
+from groundwire.sdk import errors as sdk_errors
 from groundwire.server.evaluation import report
 from groundwire.server.evaluation.answer_eval import answer_all, summarize_answers
 from groundwire.server.evaluation.beir import (
@@ -24,22 +23,37 @@ from groundwire.server.evaluation.beir import (
     load_dataset,
     tenant_for,
 )
-from groundwire.server.evaluation.command import (
+from groundwire.server.evaluation.defaults import (
     DEFAULT_OUTPUT_ROOT,
     EXIT_BAD_INPUT,
     EXIT_GATE_FAILED,
     EXIT_RUN_FAILED,
 )
 from groundwire.server.evaluation.gates import gate_checks, reproduce_command
-from groundwire.server.evaluation.judge import AnswerJudge, JudgeUnavailableError, load_judge
+from groundwire.server.evaluation.judge import (
+    AnswerJudge,
+    JudgeUnavailableError,
+    default_api_key,
+    default_base_url,
+    judge_endpoint,
+    load_judge,
+)
 from groundwire.server.evaluation.reference import PUBLISHED
-from groundwire.server.evaluation.retrieval_eval import ingest_corpus, retrieve_all, score_mode
+from groundwire.server.evaluation.retrieval_eval import (
+    fit_queries,
+    ingest_corpus,
+    retrieve_all,
+    score_mode,
+)
 from groundwire.server.measure.plots import PlotsUnavailableError
 from groundwire.server.measure.progress import progress_enabled
 from groundwire.server.measure.results import environment, write_json
-from groundwire.server.measure.target import Target, open_target, quiet_server_logs
-from groundwire.server.pipeline.generation.catalog import CatalogError
-from groundwire.server.settings import SettingsError
+from groundwire.server.measure.target import (
+    ServerStartError,
+    Target,
+    open_target,
+    quiet_server_logs,
+)
 from groundwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 
 ANSWERS_FILE = "answers.jsonl"
@@ -51,7 +65,7 @@ class UsageError(ValueError):
 
 
 # A dataset, an argument or the configuration that cannot be used: exit 2.
-BAD_INPUT = (DatasetError, UsageError, JudgeUnavailableError, SettingsError, CatalogError)
+BAD_INPUT = (DatasetError, UsageError, JudgeUnavailableError)
 
 
 @dataclass(frozen=True)
@@ -86,18 +100,24 @@ def _capabilities(response: capabilities_pb2.GetCapabilitiesResponse) -> dict[st
 
 
 def _target_info(target: Target, args: argparse.Namespace) -> dict[str, Any]:
-    settings = target.local_settings
-    if settings is None:
+    local = target.local
+    if local is None:
         return {"address": args.address, "in_process": False}
+    # "in_process": started by this command (a child process since the tools left the
+    # server's package); its configuration is the GROUNDWIRE_* variables it was given.
     return {
-        "address": f"in-process ({target.address})",
+        "address": f"started here ({target.address})",
         "in_process": True,
-        "data_dir": str(settings.data_dir),
-        "vector_store": settings.vector_store.value,
-        "edge_hnsw": settings.edge_hnsw,
-        "chunk_tokens": settings.chunk_tokens,
-        "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+        "data_dir": str(local.data_dir),
+        "log": str(local.log_path),
+        "settings": dict(sorted(local.env.items())),
     }
+
+
+def _chunk_tokens(target: Target) -> int | None:
+    """The chunk size of a server started here when its environment names one."""
+    value = target.local.env.get("GROUNDWIRE_CHUNK_TOKENS") if target.local else None
+    return int(value) if value and value.isdigit() else None
 
 
 class Evaluation:
@@ -107,6 +127,8 @@ class Evaluation:
         self.args = args
         self.progress = progress_enabled(args.progress)
         self.latencies_ms: dict[str, list[float]] = {}
+        self.judge: AnswerJudge | None = None
+        self.judge_base_url: str | None = None
 
     async def run(self) -> int:
         """The whole run; the exit status."""
@@ -114,38 +136,53 @@ class Evaluation:
         started = time.perf_counter()
         try:
             inputs = load_inputs(args)
-            judge = self._judge(inputs)
+            self.judge_base_url = self._judge_base_url(inputs)
         except BAD_INPUT as exc:
             print(f"groundwire eval: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         quiet_server_logs()
         try:
-            result = await self._measure(inputs, judge)
+            result = await self._measure(inputs)
         except grpc.aio.AioRpcError as error:
-            print(describe_error(error), file=sys.stderr)
+            described = sdk_errors.from_rpc_error(error).describe()
+            print(f"groundwire eval: error: {described}", file=sys.stderr)
             return EXIT_RUN_FAILED
-        except GroundwireError as exc:
-            print(f"groundwire eval: the server cannot start: {exc.message}", file=sys.stderr)
-            return EXIT_RUN_FAILED
+        except ServerStartError as exc:
+            print(f"groundwire eval: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT if exc.bad_settings else EXIT_RUN_FAILED
         except BAD_INPUT as exc:
             print(f"groundwire eval: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         finally:
-            if judge is not None:
-                await judge.close()
+            if self.judge is not None:
+                await self.judge.close()
         result["timings"]["total_s"] = time.perf_counter() - started
         return self._finish(result)
 
-    def _judge(self, inputs: Inputs) -> AnswerJudge | None:
+    def _judge_base_url(self, inputs: Inputs) -> str | None:
+        """The judge's endpoint, checked before any server starts; None without a judge."""
         if self.args.judge_model is None:
             return None
         if not inputs.answers:
             raise UsageError(
                 "--judge-model needs reference answers (DATASET/answers.jsonl or --answers)"
             )
-        return load_judge(self.args.judge_model)
+        return judge_endpoint(self.args.judge_model, self.args.judge_base_url or default_base_url())
 
-    async def _measure(self, inputs: Inputs, judge: AnswerJudge | None) -> dict[str, Any]:
+    def _load_judge(
+        self, capabilities: capabilities_pb2.GetCapabilitiesResponse
+    ) -> AnswerJudge | None:
+        if self.judge_base_url is None:
+            return None
+        self.judge = load_judge(
+            self.args.judge_model,
+            capabilities,
+            base_url=self.judge_base_url,
+            api_key=self.args.judge_api_key or default_api_key(),
+        )
+        return self.judge
+
+    async def _measure(self, inputs: Inputs) -> dict[str, Any]:
         args = self.args
         dataset = inputs.dataset
         tenant = tenant_for(dataset.name, dataset.fingerprint)
@@ -157,7 +194,10 @@ class Evaluation:
         timings: dict[str, float] = {}
         async with (
             open_target(
-                args, local_tenant=tenant, data_dir=args.data_dir, max_top_k=max(args.top_k, 100)
+                args,
+                local_tenant=tenant,
+                data_dir=args.data_dir,
+                GROUNDWIRE_MAX_TOP_K=str(max(args.top_k, 100)),
             ) as target,
             target.channel() as channel,
         ):
@@ -174,6 +214,13 @@ class Evaluation:
                     f"--top-k {args.top_k} exceeds the server's max_top_k "
                     f"{capabilities.limits.max_top_k}"
                 )
+            judge = self._load_judge(capabilities)
+            queries, long_queries = fit_queries(
+                dataset.queries, capabilities.limits.max_query_chars, args.long_queries
+            )
+            qrels = {q: relevance for q, relevance in dataset.qrels.items() if q in queries}
+            if long_queries.query_ids:
+                print(report.long_queries_line(long_queries.as_dict()), flush=True)
             ingest = await ingest_corpus(channel, metadata, dataset.corpus, progress=self.progress)
             timings["ingest_s"] = ingest.seconds
             print(report.ingest_line(ingest.as_dict()), flush=True)
@@ -184,7 +231,7 @@ class Evaluation:
             runs = await retrieve_all(
                 channel,
                 metadata,
-                dataset.queries,
+                queries,
                 args.modes,
                 top_k=args.top_k,
                 concurrency=args.concurrency,
@@ -192,20 +239,23 @@ class Evaluation:
             )
             timings["retrieve_s"] = time.perf_counter() - begun
             print(
-                f"retrieve: {len(dataset.queries)} queries x {len(args.modes)} modes in "
+                f"retrieve: {len(queries)} queries x {len(args.modes)} modes in "
                 f"{timings['retrieve_s']:.1f}s",
                 flush=True,
             )
             self.latencies_ms = {
                 mode: [s * 1000.0 for s in run.latency_s.values()] for mode, run in runs.items()
             }
-            modes = {mode: score_mode(run, dataset.qrels) for mode, run in runs.items()}
+            modes = {
+                mode: score_mode(run, qrels, ignore_identical_ids=args.ignore_identical_ids)
+                for mode, run in runs.items()
+            }
 
             reference = None
             if args.reference:
                 begun = time.perf_counter()
                 reference = await self._reference(
-                    dataset, target, channel, capabilities.embedder_id
+                    dataset, queries, qrels, target, channel, capabilities.embedder_id
                 )
                 timings["reference_s"] = time.perf_counter() - begun
 
@@ -250,6 +300,8 @@ class Evaluation:
             "retrieval": {
                 "top_k_chunks": args.top_k,
                 "concurrency": args.concurrency,
+                "long_queries": long_queries.as_dict(),
+                "ignore_identical_ids": args.ignore_identical_ids,
                 "modes": modes,
             },
             "published": PUBLISHED.get((dataset.name, capabilities.embedder_id)),
@@ -260,7 +312,13 @@ class Evaluation:
         }
 
     async def _reference(
-        self, dataset: Dataset, target: Target, channel: grpc.aio.Channel, server_embedder: str
+        self,
+        dataset: Dataset,
+        queries: dict[str, str],
+        qrels: dict[str, dict[str, int]],
+        target: Target,
+        channel: grpc.aio.Channel,
+        server_embedder: str,
     ) -> dict[str, Any]:
         from groundwire.clients.embedder import TorchEmbedder
         from groundwire.clients.embedding_base import MINILM_MODEL_NAME, LocalModelEmbedder
@@ -283,22 +341,21 @@ class Evaluation:
             rankings = await reference_dense(
                 embedder,
                 dataset.corpus,
-                dataset.queries,
+                queries,
                 cache_dir=self.args.data_dir,
                 progress=self.progress,
             )
-            settings = target.local_settings
             gap = None
             if server_embedder == embedder.embedder_id and "dense" in self.args.modes:
                 gap = await dense_score_gap(
-                    channel, target.metadata, embedder, list(dataset.queries.values())[:5]
+                    channel, target.metadata, embedder, list(queries.values())[:5]
                 )
+            if self.args.ignore_identical_ids:
+                rankings = {q: [d for d in r if d != q] for q, r in rankings.items()}
             return {
                 "embedder_id": embedder.embedder_id,
-                "metrics": mean_metrics(rankings, dataset.qrels),
-                "corpus_profile": corpus_profile(
-                    embedder, dataset.corpus, settings.chunk_tokens if settings else None
-                ),
+                "metrics": mean_metrics(rankings, qrels),
+                "corpus_profile": corpus_profile(embedder, dataset.corpus, _chunk_tokens(target)),
                 "dense_score_max_abs_diff": gap,
             }
         finally:

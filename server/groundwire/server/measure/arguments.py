@@ -53,3 +53,23 @@ def split_names(text: str, allowed: Sequence[str]) -> list[str]:
             f"expected a comma-separated list of {', '.join(allowed)}; got {text!r}"
         )
     return names
+
+
+def add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    main: Callable[[argparse.Namespace], int],
+) -> None:
+    """Add a tool's subcommand to the ``groundwire`` command (what a ``groundwire.commands``
+    entry point does): its parser, its arguments, and ``main`` as ``run_command``."""
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run_command=main)

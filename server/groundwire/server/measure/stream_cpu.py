@@ -44,7 +44,8 @@ from typing import Any
 
 import grpc
 
-from groundwire.clients.llm import ChatMessage, ChatRequest, OpenAIChatClient
+from groundwire.clients.chat import ChatMessage, ChatRequest
+from groundwire.clients.llm import OpenAIChatClient
 from groundwire.server.benchmark.load import CallFailed, Slice, run_slice
 from groundwire.server.benchmark.processes import (
     CpuProbe,
@@ -57,11 +58,13 @@ from groundwire.server.benchmark.streams import (
     StreamCall,
     StreamTiming,
     generate_call,
+    standard_model,
     upstream_request,
 )
 from groundwire.server.benchmark.upstream import UpstreamScript, scripted_upstream
 from groundwire.server.measure.redis_process import free_port
 from groundwire.server.measure.stats import percentile
+from groundwire.v1 import capabilities_pb2
 
 _SERVE = "from groundwire.server.cli import main; raise SystemExit(main(['serve']))"
 _SERVE_UVLOOP = "import uvloop; uvloop.install(); " + _SERVE
@@ -164,7 +167,8 @@ async def _measure(
     pool = max(args.levels) + 8
     client = OpenAIChatClient(base_url, max_connections=pool, idle_timeout_s=CALL_TIMEOUT_S)
     channels = {v.name: grpc.aio.insecure_channel(addresses[v.name]) for v in variants}
-    calls: dict[str, StreamCall] = {"direct": _direct_call(client, script.tokens)}
+    model = await standard_model(addresses[variants[0].name])
+    calls: dict[str, StreamCall] = {"direct": _direct_call(client, script.tokens, model)}
     calls.update({name: generate_call(ch, script.tokens) for name, ch in channels.items()})
     order = ["direct", *(v.name for v in variants)]
     levels = []
@@ -201,11 +205,13 @@ async def _measure(
     return levels
 
 
-def _direct_call(client: OpenAIChatClient, expected_tokens: int) -> StreamCall:
+def _direct_call(
+    client: OpenAIChatClient, expected_tokens: int, model: capabilities_pb2.ModelInfo
+) -> StreamCall:
     """The baseline: the same request straight to the upstream through our own SSE reader
     (aiohttp; far lighter on the load generator than ``AsyncOpenAI``, which at 256 streams
     saturates this process and so measures itself)."""
-    body = upstream_request()
+    body = upstream_request(model)
     request = ChatRequest(
         model=body["model"],
         messages=tuple(ChatMessage(m["role"], m["content"]) for m in body["messages"]),
