@@ -24,7 +24,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test check lint format generate check-generated breaking redis-server clean bench eval eval-gate sdk-deps \
-	deploy-check
+	deploy-check imports
 
 ## run: serve on embedded defaults (Qdrant Edge in ./data, local MiniLM, Redis when present)
 run: $(VENV)/.installed
@@ -36,15 +36,23 @@ test: $(VENV)/.installed redis-server sdk-deps
 	$(PY) -m pytest -q
 
 ## check: every static check CI runs (buf lint/format/breaking, drift, ruff, mypy strict,
-## the deployment files)
-check: lint check-generated breaking deploy-check
+## import cycles and layers, the deployment files)
+check: lint imports check-generated breaking deploy-check
+
+## imports: no import cycle among groundwire's modules (function-level imports count), and no
+## import across a layer (sdk/contract → nothing else; clients → no server; server → no tools
+## or test support; tools → no server): scripts/check_imports.py
+imports: $(VENV)/.installed
+	$(PY) scripts/check_imports.py
 
 # requirements.lock pins every package (torch included), so nothing pulls in a second torch.
 # The torch extra is for the parity tests (ONNX against torch) and GROUNDWIRE_EMBEDDER=local-torch.
+# scripts/pip_install.py: pip's lines, and one every few seconds while it is quiet (a download
+# of torch takes minutes), also when the output is not a terminal.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c requirements.lock -e ".[local,torch,dev,tools]"
+	$(PY) scripts/pip_install.py --upgrade "pip>=24"
+	$(PY) scripts/pip_install.py -c requirements.lock -e ".[local,torch,dev,tools]"
 	@touch $@
 
 # `npm ci` rejects this lock (npm 11 drops the other platforms' optional buf binaries from it);
@@ -110,10 +118,12 @@ $(TOOLS)/.installed: Makefile
 GENERATORS := $(VENV)/.installed node_modules/.installed $(TOOLS)/.installed \
 	$(TS_SDK)/node_modules/.installed
 # Every language's stubs, generated below the directory in $$out (. for the committed ones).
+# The internal services (buf.gen.internal.yaml) go beside the server, never into an SDK.
 BUF_GENERATE := $(BUF) generate -o $$out && \
 	$(BUF) generate -o $$out --template buf.gen.googleapis.yaml && \
-	touch $$out/sdks/python/groundwire/v1/py.typed
-GENERATED := sdks/python/groundwire/v1 sdks/go/gen $(TS_SDK)/src/gen
+	$(BUF) generate -o $$out --template buf.gen.internal.yaml && \
+	touch $$out/sdks/python/groundwire/v1/py.typed $$out/server/groundwire/internal/v1/py.typed
+GENERATED := sdks/python/groundwire/v1 sdks/go/gen $(TS_SDK)/src/gen server/groundwire/internal/v1
 
 ## generate: regenerate the committed stubs (Python, Go, TypeScript) from protos/ with buf
 generate: $(GENERATORS)
@@ -125,7 +135,7 @@ check-generated: $(GENERATORS)
 	@out=$$(mktemp -d); { $(BUF_GENERATE); } 2>/dev/null; stale=0; \
 	for dir in $(GENERATED); do \
 	  diff -r -q -x __pycache__ $$out/$$dir $$dir || stale=1; done; rm -rf $$out; \
-	if [ $$stale = 0 ]; then echo "generated code matches protos/ (Python, Go, TypeScript)"; \
+	if [ $$stale = 0 ]; then echo "generated code matches protos/ (Python, Go, TypeScript, internal)"; \
 	else echo "generated code is stale: run 'make generate' and commit"; exit 1; fi
 
 ## breaking: buf breaking against main (the last landed contract)
@@ -135,11 +145,15 @@ breaking: node_modules/.installed
 	else echo "no main branch to compare with; skipping buf breaking"; fi
 
 SCIFACT := ../shared/datasets/scifact
+## eval and bench: the full SciFact beside the checkout when it is there, else the sample in
+## the repository (datasets/scifact-sample: 500 abstracts, 100 judged queries); DATASET=DIR
+## picks another BEIR folder
+DATASET ?= $(if $(wildcard $(SCIFACT)/corpus.jsonl),$(SCIFACT),datasets/scifact-sample)
 
-## eval: retrieval quality per mode on BEIR SciFact (nDCG@10, Recall@10/100, MRR@10, latency),
-## report and plots in results/eval/scifact; the index in data/eval is reused by the next run
+## eval: retrieval quality per mode on $(DATASET) (nDCG@10, Recall@10/100, MRR@10, latency),
+## report and plots in results/eval/<name>; the index in data/eval is reused by the next run
 eval: $(VENV)/.installed
-	$(VENV)/bin/groundwire eval $(SCIFACT)
+	$(VENV)/bin/groundwire eval $(DATASET)
 
 ## eval-gate: what CI runs: fails when dense nDCG@10 < 0.64 or hybrid < sparse
 eval-gate: $(VENV)/.installed
@@ -148,7 +162,7 @@ eval-gate: $(VENV)/.installed
 ## bench: Retrieve and Generate under load over gRPC beside the direct calls, at concurrency
 ## 1, 32 and 256; tables, JSON and plots in results/bench
 bench: $(VENV)/.installed redis-server $(TOOLS)/loadgen
-	$(VENV)/bin/groundwire bench --dataset $(SCIFACT)
+	$(VENV)/bin/groundwire bench --dataset $(DATASET)
 
 clean:
 	rm -rf $(VENV) node_modules data results .pytest_cache .mypy_cache .ruff_cache .tools .hypothesis \

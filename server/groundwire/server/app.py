@@ -18,11 +18,11 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from groundwire.clients.breaker import CircuitBreaker
-from groundwire.clients.cache import RedisCache
 from groundwire.clients.embedder import OpenAIEmbedder, TorchEmbedder
 from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.onnx_embedder import OnnxEmbedder
 from groundwire.clients.ports import Cache, DenseEmbedder, Tokenizer, VectorStore
+from groundwire.clients.redis_cache import RedisCache
 from groundwire.clients.redis_link import RedisLink, key_namespace, redacted
 from groundwire.clients.sparse import Bm25Encoder
 from groundwire.clients.tokenization import default_remote_tokenizer
@@ -51,6 +51,7 @@ from groundwire.server.roles import (
     build_remote_components,
     connect_owner,
     connect_retrieval_deployment,
+    reindex_listener,
 )
 from groundwire.server.servicers.capabilities import CapabilitiesServicer
 from groundwire.server.servicers.documents import DocumentServicer
@@ -270,10 +271,18 @@ def build_routes(settings: Settings, clock: Callable[[], float] = time.monotonic
 
 
 async def build_components(settings: Settings) -> Components:
-    """Build the client layer the settings describe, then the pipelines over it."""
-    dense = await build_dense_embedder(settings)
+    """Build the client layer the settings describe, then the pipelines over it. The store
+    comes first: when another process owns it, that is said before seconds of model loading."""
     store = await build_store(settings)
-    cache = await build_cache(settings, store)
+    dense: DenseEmbedder | None = None
+    try:
+        dense = await build_dense_embedder(settings)
+        cache = await build_cache(settings, store)
+    except BaseException:
+        if dense is not None:
+            await dense.close()
+        await store.close()
+        raise
     return await assemble_components(settings, store=store, dense=dense, cache=cache)
 
 
@@ -571,16 +580,19 @@ async def serve(settings: Settings, worker: WorkerPlan | None = None) -> None:
         return
     components = await build_components(settings)
     server = GroundwireServer(settings, components, reuse_port=worker is not None)
-    if worker is None or worker.owner_socket is None:
-        await _serve_until_stopped(server)
-        return
-    owner = OwnerListener(settings, components, worker.owner_socket, server.tracer)
-    try:
-        await owner.start()
-    except BaseException:
-        await components.close()
-        raise
-    await _serve_until_stopped(server, owner=owner, peers_done=worker.peers_done_signal)
+    owner: OwnerListener | None
+    if worker is not None and worker.owner_socket is not None:
+        owner = OwnerListener(settings, components, worker.owner_socket, server.tracer)
+    else:  # a lone process on an Edge store listens for `groundwire reindex` only
+        owner = reindex_listener(settings, components, server.tracer) if worker is None else None
+    if owner is not None:
+        try:
+            await owner.start()
+        except BaseException:
+            await components.close()
+            raise
+    peers_done = worker.peers_done_signal if worker is not None else None
+    await _serve_until_stopped(server, owner=owner, peers_done=peers_done)
 
 
 async def _serve_until_stopped(
@@ -607,7 +619,8 @@ async def _serve_until_stopped(
             return
         grace = server.settings.grace_period_s
         try:
-            await asyncio.wait_for(peers_gone.wait(), timeout=grace + 1.0)
+            if peers_done is not None:  # else no other worker calls it
+                await asyncio.wait_for(peers_gone.wait(), timeout=grace + 1.0)
         except TimeoutError:
             log.warning("workers still running after the grace period; closing the socket")
         await owner.stop(grace)

@@ -1,132 +1,88 @@
-"""The ``groundwire`` command: serve, ingest, retrieve, ask, eval, bench."""
+"""The ``groundwire`` command: serve, ingest, retrieve, ask, reindex, and the subcommands that
+installed distributions add through entry points (the tools' eval and bench)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-import time
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
-import grpc
 from google.protobuf import duration_pb2, json_format
-from grpc_status import rpc_status
-from tqdm import tqdm
 
-from groundwire.server import cli_ask
-from groundwire.server.documents_io import count_documents, discover, read_documents
-from groundwire.server.settings import CliSettings, SettingsError
-from groundwire.v1 import (
-    documents_pb2,
-    documents_pb2_grpc,
-    retrieval_pb2,
-    retrieval_pb2_grpc,
-)
+from groundwire.sdk import DEFAULT_CHANNEL_OPTIONS, RETRIEVAL_MODES, AsyncClient
+from groundwire.sdk.errors import GroundwireError
+from groundwire.server import cli_ask, cli_ingest
+from groundwire.server.settings import CliSettings, SettingsError, unknown_variables
+from groundwire.v1 import retrieval_pb2
 
-MODES = {
-    "dense": retrieval_pb2.RETRIEVAL_MODE_DENSE,
-    "sparse": retrieval_pb2.RETRIEVAL_MODE_SPARSE,
-    "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
-}
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+#: The entry-point group of the subcommands other distributions add (``eval``, ``bench``).
+COMMANDS_GROUP = "groundwire.commands"
+
+# The SDK's channel options under the name reindex/compare.py still imports from here;
+# delete it once nothing does.
+CHANNEL_OPTIONS = list(DEFAULT_CHANNEL_OPTIONS.items())
 
 
-def _call_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
-    metadata = []
-    if args.api_key:
-        metadata.append(("authorization", f"Bearer {args.api_key}"))
-    if args.correlation_id:
-        metadata.append(("x-correlation-id", args.correlation_id))
-    return metadata
-
-
-def describe_error(error: grpc.aio.AioRpcError) -> str:
-    """A one-paragraph explanation of a failed call, with field violations."""
-    lines = [f"error: {error.code().name}: {error.details()}"]
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is not None:
-        from google.rpc import error_details_pb2
-
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                lines += [f"  {v.field}: {v.description}" for v in bad.field_violations]
-            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                lines.append(
-                    f"  reason {info.reason}, correlation id "
-                    f"{info.metadata.get('correlation_id', '?')}"
-                )
-    return "\n".join(lines)
-
-
-async def _ingest(args: argparse.Namespace) -> int:
-    files = discover([Path(p) for p in args.paths])
-    total = count_documents(files)
-    progress = tqdm(total=total, unit="doc", desc="ingest", disable=args.quiet)
-
-    async def requests() -> AsyncIterator[documents_pb2.IngestDocumentsRequest]:
-        for document in read_documents(files):
-            yield documents_pb2.IngestDocumentsRequest(document=document)
-            progress.update(1)
-
-    started = time.perf_counter()
-    async with grpc.aio.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
-        stub = documents_pb2_grpc.DocumentServiceStub(channel)
-        summary = await stub.IngestDocuments(
-            requests(), metadata=_call_metadata(args), timeout=args.timeout
+def _condition(spec: str, as_int: bool) -> retrieval_pb2.FieldFilter:
+    """One ``--where``/``--where-int`` value as a filter; argparse names the flag on error."""
+    field, sep, raw = spec.partition("=")
+    if not sep or not field:
+        kind = "N" if as_int else "VALUE"
+        raise argparse.ArgumentTypeError(
+            f"expected FIELD={kind}[|{kind}...] (a metadata field and its value), got {spec!r}"
         )
-    progress.close()
-    elapsed = time.perf_counter() - started
-    if args.json:
-        print(json_format.MessageToJson(summary, always_print_fields_with_no_presence=True))
-    else:
-        print(
-            f"{total} documents in {elapsed:.1f}s ({total / max(elapsed, 1e-9):.1f} docs/s): "
-            f"{summary.created} created, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {summary.failed} failed; "
-            f"{summary.chunks_written} chunks written, {summary.chunks_deleted} deleted"
+    values = raw.split("|")
+    if not as_int:
+        if len(values) == 1:
+            return retrieval_pb2.FieldFilter(field=field, string_equals=values[0])
+        return retrieval_pb2.FieldFilter(
+            field=field, string_any=retrieval_pb2.StringList(values=values)
         )
-        for failure in summary.failures:
-            print(
-                f"  failed {failure.doc_id!r} (#{failure.position}): "
-                f"{failure.field}: {failure.reason}"
-            )
-    return 1 if summary.failed else 0
+    ints = []
+    for value in values:
+        try:
+            ints.append(int(value))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} in {spec!r} is not an integer (use --where for text values)"
+            ) from None
+    if len(ints) == 1:
+        return retrieval_pb2.FieldFilter(field=field, int_equals=ints[0])
+    return retrieval_pb2.FieldFilter(field=field, int_any=retrieval_pb2.IntList(values=ints))
+
+
+def _where(spec: str) -> retrieval_pb2.FieldFilter:
+    return _condition(spec, as_int=False)
+
+
+def _where_int(spec: str) -> retrieval_pb2.FieldFilter:
+    return _condition(spec, as_int=True)
 
 
 def _filters(args: argparse.Namespace) -> retrieval_pb2.MetadataFilter:
-    conditions = []
-    for spec, as_int in [(s, False) for s in args.where] + [(s, True) for s in args.where_int]:
-        field, sep, raw = spec.partition("=")
-        if not sep:
-            raise SystemExit(f"--where expects field=value[|value...], got {spec!r}")
-        values = raw.split("|")
-        if as_int:
-            ints = [int(v) for v in values]
-            condition = (
-                retrieval_pb2.FieldFilter(field=field, int_equals=ints[0])
-                if len(ints) == 1
-                else retrieval_pb2.FieldFilter(
-                    field=field, int_any=retrieval_pb2.IntList(values=ints)
-                )
-            )
-        else:
-            condition = (
-                retrieval_pb2.FieldFilter(field=field, string_equals=values[0])
-                if len(values) == 1
-                else retrieval_pb2.FieldFilter(
-                    field=field, string_any=retrieval_pb2.StringList(values=values)
-                )
-            )
-        conditions.append(condition)
-    return retrieval_pb2.MetadataFilter(must=conditions)
+    return retrieval_pb2.MetadataFilter(must=[*args.where, *args.where_int])
+
+
+def _add_filter_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--mode", choices=sorted(RETRIEVAL_MODES))
+    cmd.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=_where,
+        metavar="FIELD=V[|V…]",
+        help="only chunks whose document metadata FIELD is one of these strings",
+    )
+    cmd.add_argument(
+        "--where-int",
+        action="append",
+        default=[],
+        type=_where_int,
+        metavar="FIELD=N[|N…]",
+        help="only chunks whose document metadata FIELD is one of these integers",
+    )
 
 
 def _snippet(text: str, width: int) -> str:
@@ -135,18 +91,17 @@ def _snippet(text: str, width: int) -> str:
 
 
 async def _retrieve(args: argparse.Namespace) -> int:
-    request = retrieval_pb2.RetrieveRequest(
-        query=args.query,
-        top_k=args.top_k,
-        mode=MODES[args.mode] if args.mode else retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
-        filter=_filters(args),
-        bypass_cache=args.no_cache,
-    )
-    if args.min_score is not None:
-        request.min_score = args.min_score
-    async with grpc.aio.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        response = await stub.Retrieve(request, metadata=_call_metadata(args), timeout=args.timeout)
+    async with AsyncClient(args.address, api_key=args.api_key) as client:
+        response = await client.retrieve(
+            args.query,
+            top_k=args.top_k,
+            mode=args.mode,
+            filter=_filters(args),
+            min_score=args.min_score,
+            bypass_cache=args.no_cache,
+            timeout=args.timeout,
+            correlation_id=args.correlation_id,
+        )
     if args.json:
         print(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
         return 0
@@ -173,14 +128,12 @@ async def _retrieve(args: argparse.Namespace) -> int:
 
 async def _ask(args: argparse.Namespace) -> int:
     retrieval = retrieval_pb2.RetrieveRequest(
-        mode=MODES[args.mode] if args.mode else retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
+        mode=RETRIEVAL_MODES[args.mode] if args.mode else retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
         filter=_filters(args),
     )
     if args.top_k is not None:
         retrieval.top_k = args.top_k
-    request = cli_ask.build_request(args, retrieval)
-    async with grpc.aio.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
-        return await cli_ask.ask(args, request, _call_metadata(args), channel)
+    return await cli_ask.ask(args, cli_ask.build_request(args, retrieval))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -188,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     # its multiprocess directory (groundwire.server.workers): app and telemetry load later.
     from groundwire.server.logging_setup import configure_logging
     from groundwire.server.settings import load_settings
+    from groundwire.server.start_checks import check_before_start, warn_unknown_variables
     from groundwire.server.workers import run_server, supervise
 
     overrides = {"workers": args.workers} if args.workers is not None else {}
@@ -197,12 +151,33 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    warn_unknown_variables(settings)
+    # Before the composition root's imports and the model: a refusal comes in well under a
+    # second, not after them (groundwire.server.start_checks).
+    refusal = check_before_start(settings)
+    if refusal is not None:
+        print(f"groundwire: cannot start: {refusal.message}", file=sys.stderr)
+        return refusal.exit_code
     if settings.workers > 1:
         return supervise(settings)
     from groundwire.server.telemetry import start_metrics_endpoint
 
     start_metrics_endpoint(settings)
     return run_server(settings)
+
+
+def _add_installed_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Subcommands other installed distributions offer (the tools' ``eval`` and ``bench``):
+    each entry of the :data:`COMMANDS_GROUP` entry-point group is a callable that adds its
+    subparser to ``sub`` and sets ``run_command`` (namespace → exit status) as its default.
+    Without the distribution there is no entry, and so no such subcommand; one that fails to
+    load is left out with a warning."""
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # another distribution's fault must not break the CLI
+            warning = f"groundwire: warning: subcommand {entry.name!r} left out: {exc}"
+            print(warning, file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--address", default=defaults.address, help="server host:port")
         cmd.add_argument("--api-key", default=defaults.api_key, help="API key (Bearer)")
         cmd.add_argument("--correlation-id", help="x-correlation-id to send")
-        cmd.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+        cmd.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="deadline in seconds (default: the SDK's, 30 for retrieve, 300 for ask and "
+            "for each ingest batch)",
+        )
         cmd.add_argument("--json", action="store_true", help="print the response as JSON")
         return cmd
 
@@ -232,49 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     ingest = client("ingest", "index .txt, .md and BEIR .jsonl files through the API")
-    ingest.add_argument("paths", nargs="+", help="files or directories")
-    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_ingest.add_arguments(ingest)
 
     retrieve = client("retrieve", "show the best chunks for a query")
     retrieve.add_argument("query")
     retrieve.add_argument("--top-k", type=int, default=8)
-    retrieve.add_argument("--mode", choices=sorted(MODES))
     retrieve.add_argument("--min-score", type=float)
-    retrieve.add_argument("--where", action="append", default=[], metavar="FIELD=V[|V…]")
-    retrieve.add_argument("--where-int", action="append", default=[], metavar="FIELD=N[|N…]")
+    _add_filter_arguments(retrieve)
     retrieve.add_argument("--no-cache", action="store_true", help="bypass the retrieval cache")
 
     ask = client("ask", "answer a question from the corpus, streamed, with its sources")
     cli_ask.add_arguments(ask)
     ask.add_argument("--top-k", type=int, default=None, help="sources to retrieve")
-    ask.add_argument("--mode", choices=sorted(MODES))
-    ask.add_argument("--where", action="append", default=[], metavar="FIELD=V[|V…]")
-    ask.add_argument("--where-int", action="append", default=[], metavar="FIELD=N[|N…]")
+    _add_filter_arguments(ask)
 
-    # Imported here: both import this module (for CHANNEL_OPTIONS) through the measure package.
-    from groundwire.server.benchmark import command as bench_command
-    from groundwire.server.evaluation import command as eval_command
-
-    for name, help_text, command in (
-        (
-            "eval",
-            "retrieval (and answer) quality on a BEIR-format dataset, with a report",
-            eval_command,
-        ),
-        (
-            "bench",
-            "load-test Retrieve and Generate over gRPC beside the direct calls",
-            bench_command,
-        ),
-    ):
-        command.add_arguments(
-            sub.add_parser(
-                name,
-                help=help_text,
-                description=command.__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-            )
-        )
+    _add_installed_commands(sub)
     from groundwire.server.reindex import arguments as reindex_arguments
 
     reindex_arguments.add_arguments(
@@ -292,27 +245,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``groundwire`` command."""
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args)  # which logs the unknown variables, with the catalog's known
+    for variable in unknown_variables():
+        print(f"groundwire: warning: {variable}", file=sys.stderr)
     if args.command == "reindex":
         from groundwire.server.reindex import command as reindex_command
 
         return reindex_command.main(args)
-    if args.command in ("eval", "bench"):
-        from groundwire.server.benchmark import command as bench_command
-        from groundwire.server.evaluation import command as eval_command
-
-        if args.command == "eval":
-            return eval_command.main(args)
-        return bench_command.main(args)
-    runner = {"ingest": _ingest, "retrieve": _retrieve, "ask": _ask}[args.command]
+    installed: Callable[[argparse.Namespace], int] | None = getattr(args, "run_command", None)
+    if installed is not None:
+        return installed(args)
     try:
-        return asyncio.run(runner(args))
-    except grpc.aio.AioRpcError as error:
-        print(describe_error(error), file=sys.stderr)
+        if args.command == "ingest":
+            return cli_ingest.run(args)
+        return asyncio.run(_retrieve(args) if args.command == "retrieve" else _ask(args))
+    except GroundwireError as error:
+        print(f"error: {error.describe()}", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return cli_ingest.INTERRUPTED
 
 
 if __name__ == "__main__":

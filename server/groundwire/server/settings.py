@@ -6,10 +6,13 @@ value stops the process with a message naming the variable and the reason.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -284,7 +287,14 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=16, le=8192)
     chunk_overlap_tokens: int = Field(40, ge=0)
     max_document_bytes: int = Field(2 * 1024 * 1024, ge=1024)
-    max_query_chars: int = Field(4096, ge=16, le=65536)
+    max_query_chars: int = Field(
+        16_384,
+        ge=16,
+        le=65536,
+        description="The longest query Retrieve and Generate accept, in characters. Whole "
+        "documents used as queries (ArguAna's arguments reach about 7,000) must fit; the "
+        "embedder reads only its own window of it, BM25 all of it.",
+    )
     max_top_k: int = Field(100, ge=1, le=1000)
     default_top_k: int = Field(8, ge=1)
     ingest_batch_documents: int = Field(32, ge=1, le=1024)
@@ -569,6 +579,65 @@ class CliSettings(BaseSettings):
 
 class SettingsError(Exception):
     """Settings failed validation; the message names each variable and the reason."""
+
+
+# GROUNDWIRE_ names that something other than the settings models here reads, so that they
+# are not taken for misspellings (name: who reads it).
+OTHER_VARIABLES: Mapping[str, str] = {
+    "GROUNDWIRE_TARGET": "compose.yaml: the image target `docker compose` builds",
+    "GROUNDWIRE_QUESTION": "the Go SDK's example (sdks/go/examples/ask)",
+    "GROUNDWIRE_INSECURE": "the Go SDK's example (sdks/go/examples/ask)",
+    "GROUNDWIRE_FUZZ_EXAMPLES": "the test suite's fuzzing (tests/rpc/test_fuzz.py)",
+}
+# Reserved for test harnesses (this repository's tests, the SDKs' live scenarios): no setting
+# will ever start with it, so none of these names is reported as unknown.
+TEST_VARIABLE_PREFIX = ENV_PREFIX + "TEST_"
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    """A ``GROUNDWIRE_`` variable in the environment that no part of groundwire reads, with
+    the known name closest to it (None when none is close)."""
+
+    name: str
+    closest: str | None
+
+    def __str__(self) -> str:
+        hint = f" (did you mean {self.closest}?)" if self.closest else ""
+        return f"{self.name} is not a groundwire setting and is ignored{hint}"
+
+
+def setting_variables() -> frozenset[str]:
+    """The variable of every field of the settings models (server and command line)."""
+    return frozenset(
+        ENV_PREFIX + name.upper()
+        for model in (Settings, CliSettings)
+        for name in model.model_fields
+    )
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, *, also_known: Iterable[str] = ()
+) -> list[UnknownVariable]:
+    """The ``GROUNDWIRE_`` variables of ``environ`` (the process's by default) that nothing
+    reads, sorted: not a setting, not in :data:`OTHER_VARIABLES` or ``also_known`` (the
+    catalog's key variables), not a test harness's (:data:`TEST_VARIABLE_PREFIX`). Names are
+    compared without case, as the settings read them."""
+    environment = os.environ if environ is None else environ
+    settings = setting_variables()
+    known = settings | set(OTHER_VARIABLES) | {name.upper() for name in also_known}
+    suffixes = {name.removeprefix(ENV_PREFIX): name for name in settings}
+    unknown = []
+    for name in sorted(environment):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if upper.startswith(TEST_VARIABLE_PREFIX):
+            continue
+        # Compared without the shared prefix, which would make every pair look alike.
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), sorted(suffixes), n=1)
+        unknown.append(UnknownVariable(name, suffixes[close[0]] if close else None))
+    return unknown
 
 
 # No variable has this prefix, so settings built with it read nothing from the environment.
