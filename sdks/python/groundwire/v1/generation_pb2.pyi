@@ -213,7 +213,9 @@ class GenerateRequest(_message.Message):
     TIME_LIMIT_FIELD_NUMBER: _builtins.int
     BYPASS_CACHE_FIELD_NUMBER: _builtins.int
     query: _builtins.str
-    """The question. Required; 1 to 4,096 characters after trimming white space."""
+    """The question. Required; at least 1 character after trimming white space, and at most the
+    server's limit (GetCapabilities limits.max_query_chars; 16,384 by default).
+    """
     tier: Global___Tier.ValueType
     """A tier; the server picks the model and fallback chain. The default is STANDARD."""
     model: _builtins.str

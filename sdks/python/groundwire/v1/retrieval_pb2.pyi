@@ -178,7 +178,9 @@ class RetrieveRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     BYPASS_CACHE_FIELD_NUMBER: _builtins.int
     query: _builtins.str
-    """The query text. Required; 1 to 4,096 characters after trimming white space."""
+    """The query text. Required; at least 1 character after trimming white space, and at most the
+    server's limit (GetCapabilities limits.max_query_chars; 16,384 by default).
+    """
     top_k: _builtins.int
     """How many chunks to return, 1 to 100. Unset means 8."""
     mode: Global___RetrievalMode.ValueType

@@ -344,7 +344,8 @@ func (x *ContextPassages) GetPassages() []*ContextPassage {
 // GenerateRequest asks for an answer to a question.
 type GenerateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The question. Required; 1 to 4,096 characters after trimming white space.
+	// The question. Required; at least 1 character after trimming white space, and at most the
+	// server's limit (GetCapabilities limits.max_query_chars; 16,384 by default).
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// Where the grounding comes from. Unset means retrieval with default options.
 	//

@@ -350,7 +350,8 @@ func (x *MetadataFilter) GetMust() []*FieldFilter {
 // RetrieveRequest asks for the chunks that best match a query.
 type RetrieveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The query text. Required; 1 to 4,096 characters after trimming white space.
+	// The query text. Required; at least 1 character after trimming white space, and at most the
+	// server's limit (GetCapabilities limits.max_query_chars; 16,384 by default).
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// How many chunks to return, 1 to 100. Unset means 8.
 	TopK *uint32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3,oneof" json:"top_k,omitempty"`

@@ -86,7 +86,8 @@ export const ContextPassagesSchema: GenMessage<ContextPassages> = /*@__PURE__*/
  */
 export type GenerateRequest = Message<"groundwire.v1.GenerateRequest"> & {
   /**
-   * The question. Required; 1 to 4,096 characters after trimming white space.
+   * The question. Required; at least 1 character after trimming white space, and at most the
+   * server's limit (GetCapabilities limits.max_query_chars; 16,384 by default).
    *
    * @generated from field: string query = 1;
    */

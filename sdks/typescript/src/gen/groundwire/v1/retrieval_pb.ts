@@ -146,7 +146,8 @@ export const MetadataFilterSchema: GenMessage<MetadataFilter> = /*@__PURE__*/
  */
 export type RetrieveRequest = Message<"groundwire.v1.RetrieveRequest"> & {
   /**
-   * The query text. Required; 1 to 4,096 characters after trimming white space.
+   * The query text. Required; at least 1 character after trimming white space, and at most the
+   * server's limit (GetCapabilities limits.max_query_chars; 16,384 by default).
    *
    * @generated from field: string query = 1;
    */
