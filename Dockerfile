@@ -33,22 +33,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 FROM base AS build
 WORKDIR /src
 RUN python -m venv "$VIRTUAL_ENV" && pip install --no-compile "pip>=24,<27"
-# The dependencies first (they change less often than the code): a layer of their own.
-COPY pyproject.toml requirements.lock README.md ./
-COPY server server
-COPY clients clients
+# Two of the four distributions: the server and the SDK it depends on (the contract's stubs);
+# the tools and the test support stay out of the image.
+COPY requirements.lock ./
 COPY sdks/python sdks/python
-RUN pip install -c requirements.lock .
+COPY server server
+RUN pip install -c requirements.lock ./sdks/python ./server
 
 FROM build AS build-local
-RUN pip install -c requirements.lock ".[local]"
+RUN pip install -c requirements.lock ./sdks/python "./server[local]"
 
 FROM build AS build-local-torch
 ARG TORCH_INDEX_URL=""
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
       pip install -c requirements.lock --index-url "$TORCH_INDEX_URL" torch==2.15.0; \
     fi && \
-    pip install -c requirements.lock ".[torch]"
+    pip install -c requirements.lock ./sdks/python "./server[torch]"
 
 # --- runtime: the virtual environment, a user, nothing else ---
 FROM base AS runtime

@@ -49,10 +49,15 @@ imports: $(VENV)/.installed
 # The torch extra is for the parity tests (ONNX against torch) and GROUNDWIRE_EMBEDDER=local-torch.
 # scripts/pip_install.py: pip's lines, and one every few seconds while it is quiet (a download
 # of torch takes minutes), also when the output is not a terminal.
-$(VENV)/.installed: pyproject.toml requirements.lock
+# The four distributions (server, SDK, tools, test support) are installed editable, with the
+# dev dependency group of the workspace's pyproject.toml (pip >= 25.1 reads --group).
+DISTRIBUTIONS := server/pyproject.toml sdks/python/pyproject.toml tools/pyproject.toml \
+	testing/pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock $(DISTRIBUTIONS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) scripts/pip_install.py --upgrade "pip>=24"
-	$(PY) scripts/pip_install.py -c requirements.lock -e ".[local,torch,dev,tools]"
+	$(PY) scripts/pip_install.py --upgrade "pip>=25.1"
+	$(PY) scripts/pip_install.py -c requirements.lock --group dev -e ./sdks/python \
+	  -e "./server[local,torch]" -e ./testing -e ./tools
 	@touch $@
 
 # `npm ci` rejects this lock (npm 11 drops the other platforms' optional buf binaries from it);
@@ -107,7 +112,7 @@ $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION):
 # The Go load generator and scripted upstream of `groundwire bench` (which also builds it on
 # first use, and again when its sources or the Go SDK's change: the digest beside it says).
 $(TOOLS)/loadgen: $(VENV)/.installed $(wildcard $(LOADGEN)/*.go $(LOADGEN)/go.* $(GO_SDK)/groundwire/*.go)
-	$(PY) -m groundwire.server.benchmark.go_loadgen
+	$(PY) -m groundwire.tools.benchmark.go_loadgen
 
 # protoc-gen-go and protoc-gen-go-grpc at pinned versions, in .tools/bin.
 $(TOOLS)/.installed: Makefile

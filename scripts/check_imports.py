@@ -1,8 +1,8 @@
 """Fail on an import cycle among groundwire's modules, or on an import across a layer.
 
 Why a script of our own: the rule is short, it has to see imports inside functions (where a
-cycle hides behind "imported here to avoid a cycle"), and it must read the tree before and
-after the packages move into separate distributions. It parses every ``.py`` file under the
+cycle hides behind "imported here to avoid a cycle"), and it must read
+the four distributions' trees at once. It parses every ``.py`` file under the
 source roots with :mod:`ast` (nothing is imported or run) and builds the graph of
 ``groundwire`` modules.
 
@@ -35,11 +35,11 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 #: Where ``groundwire`` packages live (each holds a ``groundwire/`` namespace folder).
-SOURCE_ROOTS = ("server", "clients", "sdks/python", "tools", "testing")
+SOURCE_ROOTS = ("server", "sdks/python", "tools", "testing")
 
-#: Module name prefix → layer; the longest matching prefix wins. The tools and the test
-#: support still live under ``groundwire.server`` until they move to their own distributions
-#: (``groundwire.tools``, ``groundwire.testing``); both spellings are listed.
+#: Module name prefix → layer; the longest matching prefix wins. A layer is a distribution
+#: (server: groundwire; sdk and contract: groundwire-sdk; tools; testing), except that the
+#: server's distribution holds two layers: the client layer and the server over it.
 LAYERS: Mapping[str, str] = {
     "groundwire.v1": "contract",
     "groundwire.sdk": "sdk",
@@ -48,13 +48,7 @@ LAYERS: Mapping[str, str] = {
     # The owner socket's admin contract: the server's own, never the SDK's.
     "groundwire.internal": "server",
     "groundwire.tools": "tools",
-    "groundwire.server.benchmark": "tools",
-    "groundwire.server.evaluation": "tools",
-    "groundwire.server.measure": "tools",
     "groundwire.testing": "testing",
-    "groundwire.server.scripted_llm": "testing",
-    "groundwire.server.scripted_llm_protocol": "testing",
-    "groundwire.server.measure.redis_process": "testing",
 }
 
 #: Layer → the layers it may not import.

@@ -32,7 +32,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from groundwire.server.measure.redis_process import RedisServer, free_port  # noqa: E402
+from groundwire.testing.redis_process import RedisServer, free_port  # noqa: E402
 from groundwire.v1 import (  # noqa: E402
     documents_pb2,
     documents_pb2_grpc,

@@ -30,10 +30,11 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from groundwire.server.app import GroundwireServer, build_components, build_dense_embedder  # noqa: E402
+from groundwire.server.app import GroundwireServer  # noqa: E402
+from groundwire.server.components import build_components, build_dense_embedder  # noqa: E402
 from groundwire.server.reindex import command as reindex  # noqa: E402
-from groundwire.server.reindex import compare  # noqa: E402
 from groundwire.server.settings import Settings, load_settings  # noqa: E402
+from groundwire.tools.evaluation import compare  # noqa: E402
 from groundwire.v1 import (  # noqa: E402
     documents_pb2,
     documents_pb2_grpc,

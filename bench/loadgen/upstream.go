@@ -23,7 +23,7 @@ import (
 )
 
 // The Go scripted upstream: the OpenAI streaming protocol exactly as the Python scripted
-// upstream (server/groundwire/server/scripted_llm.py) speaks it for the benchmark, byte
+// upstream (testing/groundwire/testing/scripted_llm.py) speaks it for the benchmark, byte
 // for byte in every SSE event, and the same control endpoints (/_scripted/reset, script,
 // requests), so the benchmark scripts either one alike. It implements the scripts the
 // benchmark uses (tokens, delays, error statuses, finish reason, usage); hangs, stalls and

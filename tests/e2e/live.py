@@ -25,14 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from groundwire.server.benchmark.processes import (
+from groundwire.testing.redis_process import free_port
+from groundwire.tools.benchmark.processes import (
     child_env,
     child_process,
     serve_argv,
     wait_until_serving,
 )
-from groundwire.server.benchmark.upstream import scripted_upstream
-from groundwire.server.measure.redis_process import free_port
+from groundwire.tools.benchmark.upstream import scripted_upstream
 
 REPO = Path(__file__).resolve().parents[2]
 # One tenant per language, so the scenarios never see each other's documents.

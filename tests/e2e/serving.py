@@ -1,12 +1,29 @@
-"""Waiting for a `groundwire serve` child process to answer health checks."""
+"""A `groundwire serve` child process: started with its log in a file, waited for until it
+answers health checks."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def start_serve(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``groundwire serve`` with exactly ``env``, its output in ``log_path``: a file, not a
+    pipe, since nobody reads a pipe while the server runs, and a full one (64 KiB of JSON lines
+    from several workers) would block the server's writes, its drain with them."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "groundwire.server.cli", "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def wait_serving(

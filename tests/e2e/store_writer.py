@@ -22,7 +22,7 @@ from typing import Any
 
 from groundwire.clients.models import ChunkPoint, Metadata
 from groundwire.clients.vector_store import EdgeVectorStore
-from groundwire.server.app import Components, assemble_components
+from groundwire.server.components import Components, assemble_components
 from groundwire.server.pipeline.ingest import DocumentInput
 from groundwire.server.settings import Settings, load_settings
 

@@ -24,7 +24,7 @@ from groundwire.clients.vector_store import edge_pointer as ep
 from groundwire.internal.v1 import reindex_pb2, reindex_pb2_grpc
 from groundwire.server.owner_socket import ADVERTISEMENT_FILE
 from groundwire.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
-from tests.e2e.serving import wait_serving
+from tests.e2e.serving import start_serve, wait_serving
 from tests.redis_server import RedisServer, free_port
 from tests.rpc.embeddings_server import EmbeddingsServer
 
@@ -85,16 +85,8 @@ def config(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) 
 
 
 def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "groundwire.server.cli", "serve"],
-            env={**env, "GROUNDWIRE_LISTEN": f"127.0.0.1:{port}"},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return process, f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{free_port()}"
+    return start_serve({**env, "GROUNDWIRE_LISTEN": address}, log_path), address
 
 
 def ready(log_path: Path) -> bool:

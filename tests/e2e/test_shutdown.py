@@ -7,14 +7,13 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import (
     documents_pb2,
     documents_pb2_grpc,
@@ -23,7 +22,7 @@ from groundwire.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
-from tests.e2e.serving import wait_serving
+from tests.e2e.serving import start_serve, wait_serving
 from tests.redis_server import free_port
 from tests.rpc.generation import collect, passages_request
 
@@ -41,16 +40,7 @@ def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
         "GROUNDWIRE_REDIS_URL": "",
         **env,
     }
-    # The log goes to a file, not a pipe: nobody reads a pipe while the server runs, and a
-    # full one (64 KiB of JSON lines from several workers) would block the server's writes,
-    # its drain with them.
-    with (tmp_path / "server.log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "groundwire.server.cli", "serve"],
-            env=variables,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    return start_serve(variables, tmp_path / "server.log")
 
 
 async def test_sigterm_lets_the_call_in_flight_finish(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from groundwire.clients.vector_store import EdgeVectorStore
 from groundwire.clients.vector_store.edge_pointer import live_dir
-from tests.e2e.serving import wait_serving
+from tests.e2e.serving import start_serve, wait_serving
 from tests.redis_server import free_port
 
 START_TIMEOUT_S = 120
@@ -43,20 +43,9 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _serve(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "groundwire.server.cli", "serve"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def _refused(env: dict[str, str], log_path: Path) -> tuple[int, str]:
     """Run a server that should refuse to start: its exit status and output."""
-    process = _serve(env, log_path)
+    process = start_serve(env, log_path)
     try:
         code = process.wait(timeout=START_TIMEOUT_S)
     finally:
@@ -183,7 +172,7 @@ def test_an_unknown_variable_is_warned_about_once_with_the_closest_setting(
         GROUNDWIRE_LLM_CATALOG=str(catalog),
     )
     log_path = tmp_path / "server.log"
-    process = _serve(env, log_path)
+    process = start_serve(env, log_path)
     try:
         asyncio.run(wait_serving(env["GROUNDWIRE_LISTEN"], process))
         process.send_signal(signal.SIGTERM)

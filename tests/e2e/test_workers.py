@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import grpc
 import pytest
 
 from groundwire.server.pipeline.remote_retrieval import INTERNAL_TENANT_HEADER
-from groundwire.server.scripted_llm import Script, ScriptedLLM, run_in_thread
+from groundwire.testing.scripted_llm import Script, ScriptedLLM, run_in_thread
 from groundwire.v1 import (
     documents_pb2,
     documents_pb2_grpc,
@@ -34,7 +33,7 @@ from groundwire.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
-from tests.e2e.serving import wait_serving
+from tests.e2e.serving import start_serve, wait_serving
 from tests.redis_server import free_port
 from tests.rpc.generation import collect, passages_request
 
@@ -117,17 +116,6 @@ def _env(tmp: Path, port: int, llm: ScriptedLLM, **extra: str) -> dict[str, str]
     return env
 
 
-def _start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "groundwire.server.cli", "serve"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
@@ -143,7 +131,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             tmp, port, llm, GROUNDWIRE_WORKERS="2", GROUNDWIRE_METRICS_PORT=str(metrics_port)
         )
         log_path = tmp / "server.log"
-        process = _start(env, log_path)
+        process = start_serve(env, log_path)
         running = Server(process, port, metrics_port, tmp / "data", log_path, llm)
         try:
             asyncio.run(wait_serving(running.address, process))
@@ -296,7 +284,7 @@ async def test_a_generation_only_process_answers_from_the_retrieval_deployment(
         GROUNDWIRE_RETRIEVAL_API_KEY=API_KEY,
     )
     log_path = tmp_path / "generation.log"
-    process = _start(env, log_path)
+    process = start_serve(env, log_path)
     try:
         try:
             await wait_serving(f"127.0.0.1:{port}", process)
@@ -382,7 +370,7 @@ async def test_a_worker_that_dies_stops_the_others_and_the_supervisor_fails(
     port = free_port()
     with run_in_thread() as llm:
         log_path = tmp_path / "server.log"
-        process = _start(_env(tmp_path, port, llm, GROUNDWIRE_WORKERS="2"), log_path)
+        process = start_serve(_env(tmp_path, port, llm, GROUNDWIRE_WORKERS="2"), log_path)
         running = Server(process, port, 0, tmp_path / "data", log_path, llm)
         try:
             await wait_serving(running.address, process)

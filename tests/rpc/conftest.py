@@ -14,14 +14,10 @@ import pytest
 from groundwire.clients.onnx_embedder import OnnxEmbedder
 from groundwire.clients.ports import Cache, DenseEmbedder, VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore
-from groundwire.server.app import (
-    GroundwireServer,
-    assemble_components,
-    build_cache,
-    build_routes,
-)
-from groundwire.server.scripted_llm import ScriptedLLM
+from groundwire.server.app import GroundwireServer
+from groundwire.server.components import assemble_components, build_cache, build_routes
 from groundwire.server.settings import Settings, load_settings
+from groundwire.testing.scripted_llm import ScriptedLLM
 from groundwire.v1 import (
     capabilities_pb2_grpc,
     documents_pb2,

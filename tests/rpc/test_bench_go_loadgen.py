@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from groundwire.server.benchmark.arguments import worker_support
 from groundwire.server.cli import main
+from groundwire.tools.benchmark.arguments import worker_support
 
 FAST_UPSTREAM = ["--tokens", "8", "--ttft-ms", "5", "--itl-ms", "1"]
 

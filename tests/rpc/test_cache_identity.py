@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from qdrant_client import AsyncQdrantClient
 
 from groundwire.clients.vector_store import QdrantVectorStore
-from groundwire.server.scripted_llm import ScriptedLLM
+from groundwire.testing.scripted_llm import ScriptedLLM
 from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.qdrant_server import QdrantServer
 from tests.rpc.conftest import KEY_A, Running, ServerFactory, auth

@@ -16,10 +16,10 @@ import pytest
 
 from groundwire.clients.errors import EmbedderMismatchError
 from groundwire.clients.vector_store import EdgeVectorStore
-from groundwire.server.app import assemble_components
 from groundwire.server.cli import main
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.server.components import assemble_components
 from groundwire.server.settings import load_settings
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from tests.rpc.conftest import KEY_A, ServerFactory
 
 

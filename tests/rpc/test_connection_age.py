@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from groundwire.server.scripted_llm import ScriptedLLM
-from groundwire.server.scripted_llm_protocol import Script
+from groundwire.testing.scripted_llm import ScriptedLLM
+from groundwire.testing.scripted_llm_protocol import Script
 from groundwire.v1 import generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, Running, ServerFactory, auth
 from tests.rpc.generation import collect, passages_request

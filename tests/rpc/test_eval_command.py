@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from groundwire.server.cli import main
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from tests.rpc.conftest import KEY_A, ServerFactory
 
 pytestmark = pytest.mark.model

@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 
 from groundwire.clients.redis_cache import RedisCache
 from groundwire.clients.vector_store import EdgeVectorStore
-from groundwire.server.app import GroundwireServer, assemble_components
-from groundwire.server.scripted_llm import ScriptedLLM
+from groundwire.server.app import GroundwireServer
+from groundwire.server.components import assemble_components
 from groundwire.server.settings import load_settings
+from groundwire.testing.scripted_llm import ScriptedLLM
 from groundwire.v1 import (
     capabilities_pb2,
     common_pb2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from groundwire.clients.redis_cache import RedisCache
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, KEY_B, ServerFactory, auth
 from tests.rpc.corpus import corpus

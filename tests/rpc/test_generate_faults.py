@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from groundwire.clients.breaker import BreakerState
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import generation_pb2
 from tests.redis_server import free_port
 from tests.rpc.conftest import KEY_A, ServerFactory, auth

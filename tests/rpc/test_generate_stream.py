@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from groundwire.server.scripted_llm import DEFAULT_ANSWER_TOKENS, Script, ScriptedLLM
+from groundwire.testing.scripted_llm import DEFAULT_ANSWER_TOKENS, Script, ScriptedLLM
 from groundwire.v1 import capabilities_pb2, generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.corpus import corpus

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from groundwire.server.scripted_llm import ScriptedLLM
+from groundwire.testing.scripted_llm import ScriptedLLM
 from groundwire.v1 import generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.errors import details

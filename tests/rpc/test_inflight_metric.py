@@ -10,8 +10,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from groundwire.server.scripted_llm import ScriptedLLM
-from groundwire.server.scripted_llm_protocol import Script
+from groundwire.testing.scripted_llm import ScriptedLLM
+from groundwire.testing.scripted_llm_protocol import Script
 from groundwire.v1 import retrieval_pb2
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.generation import passages_request

@@ -23,7 +23,7 @@ from qdrant_client import AsyncQdrantClient
 from groundwire.clients import errors
 from groundwire.clients.embedder import OpenAIEmbedder
 from groundwire.clients.vector_store import QdrantVectorStore
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import retrieval_pb2
 from tests.qdrant_server import QdrantServer, qdrant_binary
 from tests.redis_server import free_port

@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 
 from groundwire.clients.breaker import BreakerState
 from groundwire.sdk.errors import ResourceExhausted, from_rpc_error
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.rpc.conftest import KEY_A, Running, ServerFactory, auth
 from tests.rpc.errors import details

@@ -26,7 +26,7 @@ from groundwire.clients.vector_store.qdrant_connection import (
     QdrantNodes,
     Timeouts,
 )
-from groundwire.server.app import build_store
+from groundwire.server.components import build_store
 from groundwire.server.settings import load_settings
 from groundwire.v1 import documents_pb2, retrieval_pb2
 from tests.qdrant_server import (

@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from qdrant_client import AsyncQdrantClient
 
 from groundwire.clients.vector_store import QdrantVectorStore
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 from groundwire.v1 import documents_pb2, retrieval_pb2
 from tests.redis_server import RedisServer
 from tests.rpc.conftest import KEY_A, KEY_B, Running, ServerFactory, auth

@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 from qdrant_client import AsyncQdrantClient
 
 from groundwire.clients.vector_store import QdrantVectorStore
-from groundwire.server.scripted_llm import ScriptedLLM
+from groundwire.testing.scripted_llm import ScriptedLLM
 from groundwire.v1 import documents_pb2, generation_pb2, retrieval_pb2
 from tests.redis_cluster import RedisClusterNodes
 from tests.rpc.conftest import KEY_A, KEY_B, Running, ServerFactory, auth

@@ -20,7 +20,7 @@ from groundwire.clients.embedder import OpenAIEmbedder
 from groundwire.clients.ports import DenseEmbedder
 from groundwire.clients.redis_link import key_namespace
 from groundwire.clients.vector_store import QdrantVectorStore
-from groundwire.server.app import build_store
+from groundwire.server.components import build_store
 from groundwire.server.reindex import command as reindex
 from groundwire.server.reindex.deployments import ReindexError
 from groundwire.server.settings import Settings, load_settings

@@ -9,17 +9,17 @@ import math
 import grpc
 import pytest
 
-from groundwire.server.benchmark.load import CallFailed, Measured, Slice, error_kind, run_slice
-from groundwire.server.benchmark.plan import Plan, rotation
-from groundwire.server.benchmark.retrieve_calls import RetrieveTiming, cycled
-from groundwire.server.benchmark.streams import StreamTiming
-from groundwire.server.benchmark.summaries import (
+from groundwire.tools.benchmark.load import CallFailed, Measured, Slice, error_kind, run_slice
+from groundwire.tools.benchmark.plan import Plan, rotation
+from groundwire.tools.benchmark.retrieve_calls import RetrieveTiming, cycled
+from groundwire.tools.benchmark.streams import StreamTiming
+from groundwire.tools.benchmark.summaries import (
     retrieve_comparison,
     retrieve_summary,
     stream_comparison,
     stream_summary,
 )
-from groundwire.server.benchmark.upstream import UpstreamScript
+from groundwire.tools.benchmark.upstream import UpstreamScript
 
 
 def test_calls_per_level_grow_with_concurrency_and_spread_over_rounds() -> None:
@@ -175,7 +175,7 @@ def test_cycled_wraps_around_the_pool() -> None:
 def test_progress_without_a_terminal_is_a_plain_line_every_few_seconds() -> None:
     import io
 
-    from groundwire.server.measure.progress import LineProgress
+    from groundwire.tools.measure.progress import LineProgress
 
     now = [100.0]
     out = io.StringIO()

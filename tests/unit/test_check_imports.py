@@ -61,47 +61,50 @@ def test_a_function_level_cycle_and_a_layer_crossing_are_reported(
             "groundwire/server/__init__.py": "",
             "groundwire/server/cli.py": """
                 def main():
-                    from groundwire.server.benchmark import command
+                    from groundwire.tools.benchmark import command
                     return command
                 """,
-            "groundwire/server/benchmark/__init__.py": "",
-            "groundwire/server/benchmark/command.py": "from groundwire.server.cli import main\n",
-            # A tool may use the contract and the client layer, and the test support.
-            "groundwire/server/benchmark/calls.py": """
-                from groundwire.v1 import retrieval_pb2
-                from groundwire.clients import llm
-                from groundwire.server.measure.redis_process import free_port
-                """,
-        },
-    )
-    clients = write(
-        tmp_path / "clients",
-        {
             "groundwire/clients/__init__.py": "",
             "groundwire/clients/llm.py": "from ..server import cli\n",  # relative, still seen
         },
     )
+    tools = write(
+        tmp_path / "tools",
+        {
+            "groundwire/tools/__init__.py": "",
+            "groundwire/tools/benchmark/__init__.py": "",
+            "groundwire/tools/benchmark/command.py": "from groundwire.server.cli import main\n",
+            # A tool may use the contract and the client layer, and the test support.
+            "groundwire/tools/benchmark/calls.py": """
+                from groundwire.v1 import retrieval_pb2
+                from groundwire.clients import llm
+                from groundwire.testing.redis_process import free_port
+                """,
+        },
+    )
     sdk = write(tmp_path / "sdks/python", {"groundwire/v1/retrieval_pb2.py": ""})
-    problems = checker.check([server, clients, sdk], tmp_path)
+    problems = checker.check([server, tools, sdk], tmp_path)
     assert problems == [
-        "server/groundwire/server/benchmark/command.py:1: layer: "
-        "groundwire.server.benchmark.command (tools) imports groundwire.server.cli (server)",
-        "server/groundwire/server/cli.py:3: layer: groundwire.server.cli (server) imports "
-        "groundwire.server.benchmark.command (tools)",
-        "clients/groundwire/clients/llm.py:1: layer: groundwire.clients.llm (clients) imports "
+        "server/groundwire/clients/llm.py:1: layer: groundwire.clients.llm (clients) imports "
         "groundwire.server.cli (server)",
-        "cycle of 2 modules: groundwire.server.benchmark.command -> groundwire.server.cli "
-        "-> groundwire.server.benchmark.command",
+        "server/groundwire/server/cli.py:3: layer: groundwire.server.cli (server) imports "
+        "groundwire.tools.benchmark.command (tools)",
+        "tools/groundwire/tools/benchmark/command.py:1: layer: "
+        "groundwire.tools.benchmark.command (tools) imports groundwire.server.cli (server)",
+        "cycle of 2 modules: groundwire.server.cli -> groundwire.tools.benchmark.command "
+        "-> groundwire.server.cli",
     ]
-    assert checker.main([str(server), str(clients), str(sdk)]) == 1
+    assert checker.main([str(server), str(tools), str(sdk)]) == 1
     assert "import check: 4 problem(s) in" in capsys.readouterr().out
 
 
-def test_layers_after_the_move_into_distributions(checker: ModuleType) -> None:
-    assert checker.layer_of("groundwire.server.measure.redis_process") == "testing"
-    assert checker.layer_of("groundwire.server.measure.target") == "tools"
+def test_the_layer_of_each_distribution(checker: ModuleType) -> None:
+    assert checker.layer_of("groundwire.testing.redis_process") == "testing"
+    assert checker.layer_of("groundwire.tools.measure.target") == "tools"
     assert checker.layer_of("groundwire.tools.evaluation.run") == "tools"
     assert checker.layer_of("groundwire.testing.scripted_llm") == "testing"
-    assert checker.layer_of("groundwire.server.scripted_llm_protocol") == "testing"
+    assert checker.layer_of("groundwire.testing.scripted_llm_protocol") == "testing"
     assert checker.layer_of("groundwire.serverless") is None
+    assert checker.layer_of("groundwire.clients.llm") == "clients"
+    assert checker.layer_of("groundwire.internal.v1.reindex_pb2") == "server"
     assert checker.layer_of("groundwire.sdk.errors") == "sdk"

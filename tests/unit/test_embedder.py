@@ -294,7 +294,7 @@ def test_the_default_embedder_does_not_import_torch(tmp_path: Path) -> None:
     torch: a fresh interpreter builds it and has not loaded torch or sentence-transformers."""
     script = f"""
 import asyncio, sys
-from groundwire.server.app import build_dense_embedder
+from groundwire.server.components import build_dense_embedder
 from groundwire.server.settings import load_settings
 
 async def main():

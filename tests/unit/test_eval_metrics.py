@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from groundwire.server.evaluation.beir import (
+from groundwire.tools.evaluation.beir import (
     DatasetError,
     load_answers,
     load_dataset,
     load_qrels,
     tenant_for,
 )
-from groundwire.server.evaluation.gates import gate_checks, reproduce_command
-from groundwire.server.evaluation.judge import judge_prompt, parse_grade
-from groundwire.server.evaluation.metrics import (
+from groundwire.tools.evaluation.gates import gate_checks, reproduce_command
+from groundwire.tools.evaluation.judge import judge_prompt, parse_grade
+from groundwire.tools.evaluation.metrics import (
     documents_in_rank_order,
     exact_match,
     mean_metrics,
@@ -303,7 +303,7 @@ def test_the_reproduce_command_names_what_differs_from_the_defaults() -> None:
 
 
 def test_long_queries_are_cut_to_the_limit_or_left_out() -> None:
-    from groundwire.server.evaluation.retrieval_eval import fit_queries
+    from groundwire.tools.evaluation.retrieval_eval import fit_queries
 
     queries = {"short": "tides?", "long": "x" * 20, "edge": "y" * 10}
     fitted, long = fit_queries(queries, 10, "truncate")
@@ -322,7 +322,7 @@ def test_long_queries_are_cut_to_the_limit_or_left_out() -> None:
 
 
 def test_ignore_identical_ids_drops_the_query_itself_before_scoring() -> None:
-    from groundwire.server.evaluation.retrieval_eval import ModeRun, score_mode
+    from groundwire.tools.evaluation.retrieval_eval import ModeRun, score_mode
 
     run = ModeRun(rankings={"a1": ["a1", "a2", "b"]}, latency_s={"a1": 0.01})
     qrels = {"a1": {"a2": 1}}

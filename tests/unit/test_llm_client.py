@@ -18,7 +18,7 @@ from groundwire.server.pipeline.generation.ledger import Ledger
 from groundwire.server.pipeline.generation.prompt import PromptBuilder, TokenCounter
 from groundwire.server.pipeline.generation.pump import ChunkPump
 from groundwire.server.pipeline.generation.types import SourceInfo
-from groundwire.server.scripted_llm import Script, ScriptedLLM
+from groundwire.testing.scripted_llm import Script, ScriptedLLM
 
 REQUEST = ChatRequest("m", (ChatMessage("user", "hi there"),), temperature=0.1, max_tokens=50)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from groundwire.clients.errors import EmbedderUnavailableError
 from groundwire.clients.retry_after import DEFAULT_RETRY_AFTER_CAP_S, retry_after_s
-from groundwire.server.app import build_dense_embedder
+from groundwire.server.components import build_dense_embedder
 from groundwire.server.settings import SettingsError, load_settings
 from tests.unit.test_embedder import EmbeddingsServer, Reply
 

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from groundwire.server.scripted_llm import (
+from groundwire.testing.scripted_llm import (
     DEFAULT_ANSWER_TOKENS,
     Script,
     ScriptedLLM,
@@ -346,7 +346,7 @@ async def _wait_requests(llm: ScriptedLLM) -> int:
 async def test_cli_serves_its_default_script() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "groundwire.server.scripted_llm", "--port", "0"),
+        *("-m", "groundwire.testing.scripted_llm", "--port", "0"),
         *("--tokens", "3", "--ttft-ms", "1", "--itl-ms", "1"),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -105,7 +105,7 @@ _READS = re.compile(
     r"""(?:environ(?:\.get)?\s*[\[(]\s*|getenv\(\s*|Getenv\(\s*|process\.env\[\s*|\$\{)"""
     r"""["']?(GROUNDWIRE_[A-Z0-9_]+)"""
 )
-_SOURCES = ("server", "clients", "sdks", "tests", "scripts", "deploy", "bench")
+_SOURCES = ("server", "sdks", "tools", "testing", "tests", "scripts", "deploy", "bench")
 _SUFFIXES = {".py", ".go", ".ts", ".sh", ".yaml", ".yml", ".toml"}
 _SKIPPED = {"node_modules", "__pycache__", "dist", "gen", "build"}
 

@@ -36,7 +36,7 @@ from groundwire.clients.models import (
 from groundwire.clients.ports import VectorStore
 from groundwire.clients.vector_store import EdgeVectorStore, QdrantVectorStore
 from groundwire.clients.vector_store.qdrant_connection import QdrantNodes, Timeouts
-from groundwire.server.measure.redis_process import free_port
+from groundwire.testing.redis_process import free_port
 from tests.qdrant_server import QdrantServer
 
 A = "acme"

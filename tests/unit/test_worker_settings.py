@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from groundwire.clients.models import FieldMatch, SearchMode
+from groundwire.server.owner_path import owner_socket_path
 from groundwire.server.pipeline.remote_retrieval import retrieve_request
 from groundwire.server.pipeline.retrieval import RetrievalQuery
 from groundwire.server.servicers.validation import RetrievalLimits, retrieval_query
 from groundwire.server.settings import ServiceRole, SettingsError, load_settings, usable_cores
-from groundwire.server.workers import owner_socket_path
 
 
 def test_the_defaults_serve_everything_on_every_usable_core() -> None:

@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 
 from google.protobuf import duration_pb2, json_format
 
-from groundwire.sdk import DEFAULT_CHANNEL_OPTIONS, RETRIEVAL_MODES, AsyncClient
+from groundwire.sdk import RETRIEVAL_MODES, AsyncClient
 from groundwire.sdk.errors import GroundwireError
 from groundwire.server import cli_ask, cli_ingest
 from groundwire.server.settings import CliSettings, SettingsError, unknown_variables
@@ -19,10 +19,6 @@ from groundwire.v1 import retrieval_pb2
 
 #: The entry-point group of the subcommands other distributions add (``eval``, ``bench``).
 COMMANDS_GROUP = "groundwire.commands"
-
-# The SDK's channel options under the name reindex/compare.py still imports from here;
-# delete it once nothing does.
-CHANNEL_OPTIONS = list(DEFAULT_CHANNEL_OPTIONS.items())
 
 
 def _condition(spec: str, as_int: bool) -> retrieval_pb2.FieldFilter:

@@ -8,7 +8,7 @@ transport raises RuntimeError on uvloop where asyncio only logs it, and redis-py
 through when a Redis Cluster node dies under load, so ``groundwire.clients.redis_link`` counts
 a RuntimeError raised inside redis-py as a Redis failure.
 
-Measured with ``python -m groundwire.server.measure.stream_cpu`` (64-token answers, upstream
+Measured with ``python -m groundwire.tools.measure.stream_cpu`` (64-token answers, upstream
 300 ms to the first token, 5 ms between tokens; one run, variants interleaved, 2 busy cores),
 the server's CPU per answer with the aiohttp reader fell from 13.9 to 12.3 ms at 32 streams and
 from 8.4 to 5.6 ms at 256 on uvloop (TTFT over the direct call at 256, p50: 1.5 s to 0.34 s).

@@ -40,7 +40,7 @@ from groundwire.v1 import capabilities_pb2_grpc, documents_pb2_grpc, retrieval_p
 if TYPE_CHECKING:
     from opentelemetry import trace
 
-    from groundwire.server.app import Components
+    from groundwire.server.components import Components
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ async def build_remote_components(
     """Generation over ``retriever``, with the cache and quotas under the far store's
     namespace (the owner tells it; a retrieval deployment over the network does not, and
     then this deployment's entries are its own)."""
-    from groundwire.server.app import (
+    from groundwire.server.components import (
         build_generation,
         build_routes,
         cache_for_identity,
@@ -265,7 +265,7 @@ def reindex_listener(
     only, so ``groundwire reindex`` runs while it serves. None for other stores."""
     if not isinstance(components.store, EdgeVectorStore):
         return None
-    from groundwire.server.workers import owner_socket_path
+    from groundwire.server.owner_path import owner_socket_path
 
     socket, temporary_dir = owner_socket_path(settings.data_dir)
     return OwnerListener(

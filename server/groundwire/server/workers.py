@@ -42,6 +42,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from groundwire.clients.errors import GroundwireError
+from groundwire.server.owner_path import owner_socket_path
 from groundwire.server.settings import Settings, VectorStoreKind
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # The supervisor's word to the shard's owner that every other worker has stopped.
 PEERS_DONE = signal.SIGUSR2
-OWNER_SOCKET_NAME = "owner.sock"
-MAX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes with the terminating NUL
 GAUGE_REFRESH_S = 1.0
 
 
@@ -73,18 +72,6 @@ class WorkerPlan:
     def peers_done_signal(self) -> signal.Signals | None:
         """The signal the owner waits for before closing its socket."""
         return PEERS_DONE if self.owner else None
-
-
-def owner_socket_path(data_dir: Path) -> tuple[Path, Path | None]:
-    """Where the owner listens: ``<data_dir>/edge/owner.sock`` when that fits a Unix socket
-    address, else a fresh private temporary directory; returns (path, the temporary directory
-    to remove at exit, or None)."""
-    path = (data_dir / "edge" / OWNER_SOCKET_NAME).resolve()
-    if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path, None
-    directory = Path(tempfile.mkdtemp(prefix="groundwire-"))  # mode 0700
-    return directory / OWNER_SOCKET_NAME, directory
 
 
 def run_server(settings: Settings, plan: WorkerPlan | None = None) -> int:

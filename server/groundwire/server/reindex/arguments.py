@@ -5,7 +5,7 @@ the switch: its embedder embeds the new generation, its store settings name wher
 generations live. Steps::
 
     groundwire reindex build      # the next generation beside the live one, re-embedded
-    groundwire reindex compare …  # optional: nDCG@10 old vs new on a judged set
+    groundwire reindex compare …  # optional, from the tools: nDCG@10 old vs new
     groundwire reindex switch     # catch up, then switch the alias (pointer) atomically
     (rolling restart of the servers with the new configuration)
     groundwire reindex catch-up   # copy what servers on the old generation wrote meanwhile
@@ -22,9 +22,11 @@ server owns the store, build, switch and catch-up run inside it, asked over its 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
+from importlib.metadata import entry_points
 
-from groundwire.server.settings import CliSettings
+#: The entry-point group of the steps other distributions add (the tools' ``compare``).
+STEPS_GROUP = "groundwire.reindex_steps"
 
 # Only argparse and settings here: the `groundwire` parser loads this module for every
 # command, `serve` included, before the worker supervisor sets prometheus_client's
@@ -43,19 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     steps.add_parser("catch-up", help="after a switch: copy writes made on the previous one")
     steps.add_parser("rollback", help="make the previous generation live again")
-    _compare_arguments(
-        steps.add_parser("compare", help="nDCG@10 of two servers (old, new) on a judged set")
-    )
-
-
-def _compare_arguments(parser: argparse.ArgumentParser) -> None:
-    """The compare step's arguments."""
-    defaults = CliSettings()
-    parser.add_argument("dataset", type=Path, metavar="DATASET", help="a BEIR dataset folder")
-    parser.add_argument("--old", required=True, metavar="HOST:PORT", help="the live server")
-    parser.add_argument("--new", required=True, metavar="HOST:PORT", help="the shadow server")
-    parser.add_argument("--api-key", default=defaults.api_key, help="API key of the tenant")
-    parser.add_argument("--modes", default="dense,hybrid", help="default dense,hybrid")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit-queries", type=int, metavar="N")
-    parser.add_argument("--top-k", type=int, default=100, metavar="N")
+    # Steps other installed distributions add (the tools' ``compare``), as the groundwire
+    # command's own subcommands are added: each entry adds its parser and sets ``run_step``.
+    for entry in sorted(entry_points(group=STEPS_GROUP), key=lambda e: e.name):
+        try:
+            entry.load()(steps)
+        except Exception as exc:  # another distribution's fault must not break the command
+            print(
+                f"groundwire reindex: warning: step {entry.name!r} left out: {exc}", file=sys.stderr
+            )

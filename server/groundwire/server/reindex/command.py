@@ -18,10 +18,10 @@ from groundwire.server.reindex.deployments import (
     ReindexError,
     deployment_for,
 )
+from groundwire.server.reindex.job import Say
 from groundwire.server.reindex.sync import Reembedder, SyncReport, Target, sync
 from groundwire.server.settings import Settings, SettingsError, VectorStoreKind
 
-Say = Callable[[str], None]
 Progress = Callable[[SyncReport], None]
 
 
@@ -78,7 +78,7 @@ async def _invalidate(settings: Settings, target: Target, tenants: set[str]) -> 
     servers already on it drop retrievals cached before the sync."""
     if not tenants or not settings.redis_url:
         return
-    from groundwire.server.app import build_cache
+    from groundwire.server.components import build_cache
 
     cache = await build_cache(settings, target)
     if cache is None:
@@ -207,11 +207,10 @@ async def status(settings: Settings, say: Say = print) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run one step; 0 on success, 2 on bad settings, 3 when the step cannot run."""
-    if args.step == "compare":
-        from groundwire.server.reindex import compare
-
-        return compare.main(args)
-    from groundwire.server.app import build_dense_embedder
+    installed: Callable[[argparse.Namespace], int] | None = getattr(args, "run_step", None)
+    if installed is not None:  # a step another distribution adds (the tools' compare)
+        return installed(args)
+    from groundwire.server.components import build_dense_embedder
     from groundwire.server.settings import load_settings
 
     try:

@@ -24,7 +24,7 @@ from groundwire.clients.vector_store.qdrant_connection import (
     QdrantConnection,
 )
 from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset
-from groundwire.server.app import qdrant_nodes, qdrant_store
+from groundwire.server.components import qdrant_nodes, qdrant_store
 from groundwire.server.reindex.sync import Scannable, Target
 from groundwire.server.settings import Settings, VectorStoreKind
 

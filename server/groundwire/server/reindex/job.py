@@ -10,10 +10,13 @@ cannot point the server at another directory or another Redis.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from groundwire.clients.errors import InvalidArgumentError
 from groundwire.server.settings import EmbedderKind, Settings, SettingsError, load_settings
+
+#: Where a step says what it does, one line at a time (print, or the owner's stream).
+Say = Callable[[str], None]
 
 JOB_FIELDS = (
     "embedder",

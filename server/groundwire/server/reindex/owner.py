@@ -41,7 +41,7 @@ from groundwire.server.reindex.sync import SyncReport
 from groundwire.server.settings import Settings
 
 if TYPE_CHECKING:
-    from groundwire.server.app import Components
+    from groundwire.server.components import Components
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class ReindexServicer(reindex_pb2_grpc.ReindexServiceServicer):
         """The step's embedder and whether the step owns it (closes it after)."""
         if job.same_embedder(settings, self._settings):
             return self._dense, False
-        from groundwire.server.app import build_dense_embedder
+        from groundwire.server.components import build_dense_embedder
 
         log.info("reindex embedder", extra={"embedder": settings.embedder.value})
         return await build_dense_embedder(settings), True

@@ -16,8 +16,8 @@ import grpc
 from groundwire.internal.v1 import reindex_pb2, reindex_pb2_grpc
 from groundwire.server import owner_socket
 from groundwire.server.reindex import job
-from groundwire.server.reindex.command import Say
 from groundwire.server.reindex.deployments import ReindexError
+from groundwire.server.reindex.job import Say
 from groundwire.server.settings import Settings
 
 STEPS = {

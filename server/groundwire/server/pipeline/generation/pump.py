@@ -9,7 +9,7 @@ The frames after the first are also paced: the next one leaves no sooner than
 end of the stream leaves at once. An upstream 5 ms between tokens then costs a frame per 20 ms
 instead of one per token; the first token is never held, and the answer's pace is unchanged
 (its tokens arrive in fours). Measured side by side (``python -m
-groundwire.server.measure.stream_cpu``, 64-token answers at 5 ms, aiohttp reader on uvloop,
+groundwire.tools.measure.stream_cpu``, 64-token answers at 5 ms, aiohttp reader on uvloop,
 pacing off -> on): frames per answer 50 -> 18 and server CPU per answer 17.5 -> 12.5 ms at 32
 streams; 20 -> 10 frames and 8.9 -> 7.4 ms at 256, where TTFT p99 fell from 4.2 to 2.5 s.
 """

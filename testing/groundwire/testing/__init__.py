@@ -1,0 +1,1 @@
+"""Test support: the scripted OpenAI-compatible upstream and a private Redis process."""
