@@ -7,13 +7,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 
 from google.protobuf import duration_pb2, json_format
 
 from groundwire.sdk import RETRIEVAL_MODES, AsyncClient
 from groundwire.sdk.errors import GroundwireError
 from groundwire.server import cli_ask, cli_ingest
+from groundwire.server.installed_commands import add_installed
 from groundwire.server.settings import CliSettings, SettingsError, unknown_variables
 from groundwire.v1 import retrieval_pb2
 
@@ -162,20 +162,6 @@ def _serve(args: argparse.Namespace) -> int:
     return run_server(settings)
 
 
-def _add_installed_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Subcommands other installed distributions offer (the tools' ``eval`` and ``bench``):
-    each entry of the :data:`COMMANDS_GROUP` entry-point group is a callable that adds its
-    subparser to ``sub`` and sets ``run_command`` (namespace → exit status) as its default.
-    Without the distribution there is no entry, and so no such subcommand; one that fails to
-    load is left out with a warning."""
-    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
-        try:
-            entry.load()(sub)
-        except Exception as exc:  # another distribution's fault must not break the CLI
-            warning = f"groundwire: warning: subcommand {entry.name!r} left out: {exc}"
-            print(warning, file=sys.stderr)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (flags override GROUNDWIRE_ADDRESS / GROUNDWIRE_API_KEY)."""
     defaults = CliSettings()
@@ -223,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--top-k", type=int, default=None, help="sources to retrieve")
     _add_filter_arguments(ask)
 
-    _add_installed_commands(sub)
+    # eval and bench, from the tools' distribution; each sets ``run_command``.
+    add_installed(sub, COMMANDS_GROUP, "groundwire")
     from groundwire.server.reindex import arguments as reindex_arguments
 
     reindex_arguments.add_arguments(

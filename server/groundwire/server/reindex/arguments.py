@@ -22,13 +22,13 @@ server owns the store, build, switch and catch-up run inside it, asked over its 
 from __future__ import annotations
 
 import argparse
-import sys
-from importlib.metadata import entry_points
+
+from groundwire.server.installed_commands import add_installed
 
 #: The entry-point group of the steps other distributions add (the tools' ``compare``).
 STEPS_GROUP = "groundwire.reindex_steps"
 
-# Only argparse and settings here: the `groundwire` parser loads this module for every
+# Only argparse and the entry points here: the `groundwire` parser loads this module for every
 # command, `serve` included, before the worker supervisor sets prometheus_client's
 # multiprocess directory, so nothing that imports prometheus_client (the stores, the
 # clients) may load with it; the steps themselves are in reindex.command.
@@ -45,12 +45,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     steps.add_parser("catch-up", help="after a switch: copy writes made on the previous one")
     steps.add_parser("rollback", help="make the previous generation live again")
-    # Steps other installed distributions add (the tools' ``compare``), as the groundwire
-    # command's own subcommands are added: each entry adds its parser and sets ``run_step``.
-    for entry in sorted(entry_points(group=STEPS_GROUP), key=lambda e: e.name):
-        try:
-            entry.load()(steps)
-        except Exception as exc:  # another distribution's fault must not break the command
-            print(
-                f"groundwire reindex: warning: step {entry.name!r} left out: {exc}", file=sys.stderr
-            )
+    # Steps other installed distributions add (the tools' ``compare``); each sets ``run_step``.
+    add_installed(steps, STEPS_GROUP, "groundwire reindex")
