@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundwire.clients.errors import VectorStoreUnavailableError
+from groundwire.clients.vector_store.edge_pointer import LOCK_FILE, live_dir
 from groundwire.server.pipeline.generation.catalog import CatalogError, load_catalog
 from groundwire.server.settings import (
     Settings,
@@ -33,9 +34,6 @@ from groundwire.server.settings import (
 
 log = logging.getLogger(__name__)
 
-# The Edge store's lock file, as groundwire.clients.vector_store.edge names it (that module
-# loads qdrant-client, a second and more of imports; a test keeps the two names equal).
-LOCK_FILE = "groundwire.lock"
 # Exit statuses of `groundwire serve`, as workers.run_server has them: 2 a bad setting,
 # 3 a refusal to start (the store or the port is another process's, a mismatched embedder).
 EXIT_CONFIGURATION = 2
@@ -63,9 +61,6 @@ def check_before_start(settings: Settings) -> Refusal | None:
     except CatalogError as exc:
         return Refusal(f"GROUNDWIRE_LLM_CATALOG: {exc}", EXIT_CONFIGURATION)
     if settings.vector_store is VectorStoreKind.EDGE and settings.serves_retrieval:
-        # Here, not at the top: the package loads both stores, qdrant-client included.
-        from groundwire.clients.vector_store.edge_pointer import live_dir
-
         try:
             owner = edge_owner(live_dir(settings.data_dir / "edge"))
         except VectorStoreUnavailableError as exc:

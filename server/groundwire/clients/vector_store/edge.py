@@ -51,12 +51,12 @@ from groundwire.clients.vector_store import edge_recovery as recovery
 from groundwire.clients.vector_store import edge_requests as er
 from groundwire.clients.vector_store import payload as pl
 from groundwire.clients.vector_store import search_plan as sp
+from groundwire.clients.vector_store.edge_pointer import LOCK_FILE
 from groundwire.clients.vector_store.identity import edge_shard_id
 from groundwire.clients.vector_store.scan import ScannedChunk, ScanOffset, edge_page
 from groundwire.clients.vector_store.spans import store_span
 from groundwire.clients.vendor_log import VendorErrorLog
 
-LOCK_FILE = "groundwire.lock"
 RECORD_FILE = "groundwire-collection.json"
 SHARD_DIR = "shard"
 

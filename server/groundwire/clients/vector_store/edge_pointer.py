@@ -24,6 +24,8 @@ from pathlib import Path
 from groundwire.clients.errors import VectorStoreUnavailableError
 
 POINTER_FILE = "groundwire-live.json"
+#: In each generation's directory: its owner's exclusive flock (one owning process at a time).
+LOCK_FILE = "groundwire.lock"
 FIRST = "."
 _GENERATION = re.compile(r"gen-(\d+)")
 
