@@ -4,10 +4,14 @@ pipeline builds on it: the chunk pump, the prompt fitter and the ledger."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from groundwire.clients.chat import ChatChunk, ChatMessage, ChatRequest
 from groundwire.clients.errors import LLMCallError
@@ -150,30 +154,35 @@ async def test_the_pump_merges_what_piles_up_but_hands_over_the_first_at_once() 
     await pump.aclose()
 
 
-async def test_the_pump_paces_frames_after_the_first_but_never_holds_the_end() -> None:
+async def test_the_pump_paces_reads_after_the_first_and_holds_the_end_one_pace_at_most() -> None:
+    # A chunk is what one network read brought (ChatModel's contract).
     step = asyncio.Event()
     finish = asyncio.Event()
+    reads: list[float] = []
+    loop = asyncio.get_running_loop()
 
     async def source() -> AsyncIterator[ChatChunk]:
+        reads.append(loop.time())
         yield ChatChunk("first", 1)
         await step.wait()
-        yield ChatChunk("a", 1)
-        yield ChatChunk("b", 1)
+        reads.append(loop.time())
+        yield ChatChunk("ab", 2)
         await finish.wait()
+        reads.append(loop.time())
         yield ChatChunk("c", 1, finish_reason="stop")
 
-    pump = ChunkPump(source(), min_interval_s=3600.0)  # a pace nothing reaches in this test
+    pace = 0.3
+    pump = ChunkPump(source(), min_interval_s=pace)
     first = await pump.take()  # the first chunk is never held
     assert first is not None and first.text == "first"
     step.set()
-    second = asyncio.create_task(pump.take())
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert not second.done()  # "a" and "b" wait for the pace...
-    finish.set()  # ...until the stream ends: the end leaves at once, with them
-    rest = await asyncio.wait_for(second, 10)
-    assert rest is not None and (rest.text, rest.pieces, rest.finish_reason) == ("abc", 3, "stop")
+    finish.set()  # the rest has arrived: it is read and sent a pace apart, the end included
+    second = await asyncio.wait_for(pump.take(), 10)
+    third = await asyncio.wait_for(pump.take(), 10)
+    assert second is not None and second.text == "ab"
+    assert third is not None and (third.text, third.finish_reason) == ("c", "stop")
     assert await pump.take() is None
+    assert reads[2] - reads[1] >= pace * 0.9  # no read sooner than the next frame may leave
     await pump.aclose()
 
 
@@ -233,3 +242,106 @@ def test_the_ledger_rounds_once_after_summing_attempts() -> None:
         attempt.pieces = 1  # 1 * 0.27 + 1 * 1.10 = 1.37 micros each
     assert ledger.cost_micros() == 3  # 2.74 rounded, not 1 + 1
     assert ledger.usage().prompt_tokens == 2 and ledger.usage().cached_tokens is None
+
+
+def _event(content: str | None = None, **fields: object) -> bytes:
+    choice: dict[str, object] = {"index": 0, "delta": {"content": content} if content else {}}
+    if "finish_reason" in fields:
+        choice["finish_reason"] = fields.pop("finish_reason")
+    body = {"model": "m", "choices": [choice], **fields}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def _serve_raw(body: bytes) -> tuple[web.AppRunner, str]:
+    """An upstream that sends ``body`` (SSE events) in one write: the reader gets every event
+    of it in one network read."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+async def test_events_read_together_become_one_chunk() -> None:
+    usage = {"prompt_tokens": 5, "completion_tokens": 3}
+    body = (
+        _event()  # the role announcement: no chunk of its own
+        + _event("a")
+        + _event("b")
+        + _event("c", finish_reason="stop")
+        + _event(choices=[], usage=usage)
+        + b"data: [DONE]\n\n"
+    )
+    runner, url = await _serve_raw(body)
+    client = OpenAIChatClient(url)
+    try:
+        chunks = await drain(client)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert len(chunks) == 1
+    chunk = chunks[0]
+    assert (chunk.text, chunk.pieces, chunk.finish_reason) == ("abc", 3, "stop")
+    assert chunk.usage is not None and chunk.usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b'data: {"error": {"message": "overloaded"}}\n\n', "error event"),
+        (b'data: {"choices": [\n\n', "unreadable stream event"),
+        (b"data: [1, 2]\n\n", "unreadable stream event"),
+    ],
+)
+async def test_output_before_a_bad_event_of_the_same_read_is_handed_over_first(
+    bad: bytes, message: str
+) -> None:
+    runner, url = await _serve_raw(_event("a") + _event("b") + bad + _event("c"))
+    client = OpenAIChatClient(url)
+    seen: list[ChatChunk] = []
+    try:
+        with pytest.raises(LLMCallError, match=message) as failure:
+            async for chunk in client.stream(REQUEST):
+                seen.append(chunk)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert failure.value.kind == "upstream_error"
+    assert [c.text for c in seen] == ["ab"]
+
+
+async def test_the_proxy_and_netrc_of_the_environment_are_used(
+    upstream: ScriptedLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The endpoint's name does not resolve: only the proxy the environment names reaches it.
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = upstream.base_url.removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("http_proxy", proxy)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine llm.invalid login reader password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    upstream.set_default(Script(tokens=["via", " proxy"]))
+    client = OpenAIChatClient("http://llm.invalid/v1")
+    try:
+        first = await drain(client)
+        second = await drain(client)  # read once, used again
+    finally:
+        await client.close()
+    assert "".join(c.text for c in first) == "".join(c.text for c in second) == "via proxy"
+    expected = "Basic " + base64.b64encode(b"reader:s3cret").decode()
+    assert [r.headers.get("authorization") for r in upstream.requests] == [expected] * 2

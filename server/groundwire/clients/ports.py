@@ -166,8 +166,10 @@ class ChatModel(Protocol):
     ``/v1/chat/completions``)."""
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """The completion as chunks, the last carrying the finish reason and usage. Raises
-        LLMCallError; closing the iterator early closes the call (the upstream stops)."""
+        """The completion as chunks, the last carrying the finish reason and usage: one chunk
+        per network read, holding every event it brought (the pipeline's pump reads no more
+        often than it sends frames). Raises LLMCallError; closing the iterator early closes
+        the call (the upstream stops)."""
         ...
 
     async def close(self) -> None:
