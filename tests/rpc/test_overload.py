@@ -214,6 +214,31 @@ async def test_unary_calls_past_their_bound_are_refused_streams_and_health_are_n
     assert [c.doc_id for c in found.chunks] == ["d1"]
 
 
+async def test_while_the_loop_lags_calls_are_refused_under_any_count_and_health_answers(
+    make_server: ServerFactory, llm: ScriptedLLM
+) -> None:
+    running = await make_server(dense=None, cache=None, llm_base_url=llm.base_url, shed_lag_s=0.1)
+    request = retrieval_pb2.RetrieveRequest(query="fever", mode=retrieval_pb2.RETRIEVAL_MODE_SPARSE)
+    await running.retrieval.Retrieve(request, metadata=auth(KEY_A))  # admitted while on time
+    await asyncio.sleep(0.2)  # the lag monitor has woken on time a few times since
+    refused_before = refusals(RETRIEVAL)
+
+    time.sleep(0.4)  # noqa: ASYNC251 - blocks the event loop the server runs on, on purpose
+    health = health_pb2_grpc.HealthStub(running.channel)
+    check = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert check.status == health_pb2.HealthCheckResponse.SERVING  # never shed
+    time.sleep(0.4)  # noqa: ASYNC251 - behind again, with no call in flight at all
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await running.retrieval.Retrieve(request, metadata=auth(KEY_A))
+    assert_overloaded(refused.value)
+    assert "behind" in (refused.value.details() or "")
+    assert refusals(RETRIEVAL) == refused_before + 1
+    assert running.server.bound.unary == 0
+
+    await asyncio.sleep(0.3)  # caught up: calls come in again
+    await running.retrieval.Retrieve(request, metadata=auth(KEY_A))
+
+
 async def test_a_first_token_timeout_while_our_loop_lags_is_not_the_models_failure(
     make_server: ServerFactory, llm: ScriptedLLM
 ) -> None:

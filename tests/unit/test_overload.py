@@ -140,3 +140,33 @@ def test_a_timeout_is_excused_only_past_its_share_of_lag() -> None:
     assert not lag.excuses(failed, started=started, streaming=False, first_token_s=10.0)
     # Lag before the call started is not the call's.
     assert not lag.excuses(connect, started=101.95, streaming=False, first_token_s=10.0)
+
+
+def test_a_lagging_loop_refuses_under_any_count_and_says_why() -> None:
+    lag = [0.0]
+    bound = InflightBound(
+        max_streams=10, max_unary=10, retry_after_s=0.2, shed_lag_s=0.1, lag=lambda: lag[0]
+    )
+    assert bound.try_enter(True) and bound.try_enter(False)
+    lag[0] = 0.15  # behind: nothing more comes in, whatever the counts
+    assert not bound.try_enter(True) and not bound.try_enter(False)
+    assert "behind" in bound.refusal(True).message
+    assert (bound.streams, bound.unary) == (1, 1)
+    lag[0] = 0.05  # caught up
+    assert bound.try_enter(True)
+    assert (bound.streams, bound.unary) == (2, 1)
+    for _ in range(8):
+        bound.try_enter(True)
+    assert not bound.try_enter(True)  # a refusal for the count names the count again
+    assert "10 streams" in bound.refusal(True).message
+
+
+def test_the_lag_now_is_the_last_wake_or_a_stall_in_progress() -> None:
+    clock = Clock()
+    monitor = LoopLagMonitor(interval_s=0.05, clock=clock)
+    assert monitor.lag_now() == 0.0
+    monitor.record(clock.now, 0.03)
+    assert monitor.lag_now() == pytest.approx(0.03)
+    monitor._due = clock.now + 0.05  # asleep, due in 50 ms (what _run sets)
+    clock.now += 0.5  # ...and the loop has not woken it for 450 ms past that
+    assert monitor.lag_now() == pytest.approx(0.45)

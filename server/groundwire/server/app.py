@@ -101,12 +101,14 @@ class GroundwireServer:
         self.services: tuple[str, ...] = ()
         # Overload: the in-flight bound refuses at the door; the loop's lag monitor (started
         # with the server) keeps timeouts of our own making off the models' breakers.
+        self.lag_monitor = LoopLagMonitor(interval_s=settings.loop_lag_interval_s)
         self.bound = InflightBound(
             max_streams=settings.max_inflight_streams,
             max_unary=settings.max_inflight_unary,
             retry_after_s=settings.overload_retry_after_s,
+            shed_lag_s=settings.shed_lag_s,
+            lag=self.lag_monitor.lag_now,
         )
-        self.lag_monitor = LoopLagMonitor(interval_s=settings.loop_lag_interval_s)
         components.generation.lag_judge = LagJudge(
             self.lag_monitor,
             share=settings.lag_blame_share,

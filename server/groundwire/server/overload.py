@@ -56,30 +56,54 @@ class InflightBound:
     """
 
     def __init__(
-        self, *, max_streams: int | None, max_unary: int | None, retry_after_s: float
+        self,
+        *,
+        max_streams: int | None,
+        max_unary: int | None,
+        retry_after_s: float,
+        shed_lag_s: float | None = None,
+        lag: Callable[[], float] | None = None,
     ) -> None:
-        """``retry_after_s`` is the delay a refusal suggests (RetryInfo and gRPC pushback)."""
+        """``retry_after_s`` is the delay a refusal suggests (RetryInfo and gRPC pushback).
+        With ``shed_lag_s`` and ``lag`` (the loop's lag right now, in seconds), a call is also
+        refused while the loop lags more than ``shed_lag_s``, under any count."""
         for name, bound in (("max_streams", max_streams), ("max_unary", max_unary)):
             if bound is not None and bound < 1:
                 raise ValueError(f"{name} must be at least 1 or None, got {bound}")
         if not (math.isfinite(retry_after_s) and retry_after_s >= 0):
             raise ValueError(f"retry_after_s must be finite and >= 0, got {retry_after_s}")
+        if shed_lag_s is not None and not (math.isfinite(shed_lag_s) and shed_lag_s > 0):
+            raise ValueError(f"shed_lag_s must be finite and > 0 or None, got {shed_lag_s}")
         self.max_streams = max_streams
         self.max_unary = max_unary
         self.retry_after_s = retry_after_s
+        self.shed_lag_s = shed_lag_s if lag is not None else None
+        self._lag = lag
         self.streams = 0
         self.unary = 0
+        self.shedding = False  # the last refusal was for lag, not for the count
 
     def try_enter(self, stream: bool) -> bool:
         """Count one more call of its kind and return True, or return False (nothing counted)
-        when its kind is at its bound. Every True must be followed by one :meth:`leave`."""
+        when its kind is at its bound or the loop lags past ``shed_lag_s``. Every True must be
+        followed by one :meth:`leave`."""
         if stream:
             if self.max_streams is not None and self.streams >= self.max_streams:
+                self.shedding = False
                 return False
+        elif self.max_unary is not None and self.unary >= self.max_unary:
+            self.shedding = False
+            return False
+        if self.shed_lag_s is not None and self._lag is not None and self._lag() > self.shed_lag_s:
+            # The count is not the whole story: a machine whose cores other processes share
+            # (or a burst of costly calls) falls behind below it, and every call the loop has
+            # not reached yet waits unseen, refusals included. Refusing while behind lets the
+            # loop catch up, so that the next caller hears at once.
+            self.shedding = True
+            return False
+        if stream:
             self.streams += 1
         else:
-            if self.max_unary is not None and self.unary >= self.max_unary:
-                return False
             self.unary += 1
         return True
 
@@ -92,6 +116,11 @@ class InflightBound:
 
     def refusal(self, stream: bool) -> OverloadedError:
         """The error a refused call gets: our words, the bound it hit, when to retry."""
+        if self.shedding:
+            return OverloadedError(
+                "this server is behind on the calls it has; retry on another replica",
+                retry_after_s=self.retry_after_s,
+            )
         kind, bound = ("streams", self.max_streams) if stream else ("calls", self.max_unary)
         return OverloadedError(
             f"this server is at its limit of {bound} {kind} in flight; retry on another replica",
@@ -173,6 +202,14 @@ class LoopLagMonitor:
         while peaks[0][0] < horizon:
             peaks.popleft()
         metrics.EVENT_LOOP_LAG.set(peaks[0][1])
+
+    def lag_now(self) -> float:
+        """How late the loop runs now, in seconds: the lateness of the monitor's last wake, or
+        more while its next wake is overdue (a stall in progress)."""
+        due = self._due
+        overdue = self.clock() - due if due is not None else 0.0
+        last = self._samples[-1][1] if self._samples else 0.0
+        return max(last, overdue)
 
     @property
     def recent_max(self) -> float:
