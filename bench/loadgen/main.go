@@ -174,6 +174,8 @@ type command struct {
 	TimeoutS     float64 `json:"timeout_s"`
 	Connections  int     `json:"connections"`
 	Quiet        bool    `json:"quiet"` // report the figures, not every call (a warm-up)
+	// Re-issue a refused call at once instead of after its RetryInfo delay.
+	ImmediateRetry bool `json:"immediate_retry"`
 }
 
 type measuredLine struct {
@@ -270,6 +272,7 @@ func (d *driver) runCommand(ctx context.Context, cmd command, encoder *json.Enco
 	result := runSlice(ctx, call, sliceSpec{
 		Calls: cmd.Calls, Concurrency: cmd.Concurrency,
 		Deadline: seconds(cmd.DeadlineS), Stagger: seconds(cmd.StaggerS),
+		ImmediateRetry: cmd.ImmediateRetry,
 	})
 	if err := encoder.Encode(measuredLine{ID: cmd.ID, Measured: true, Started: result.Started,
 		WallS: result.Wall.Seconds(), CPUS: result.CPU.Seconds()}); err != nil {
@@ -308,6 +311,7 @@ func runCommand(ctx context.Context, args []string, out io.Writer) error {
 	warmup := flags.Int("warmup", -1, "untimed calls first (-1: one per stream)")
 	timeout := flags.Float64("timeout-s", 120, "deadline of each call")
 	perCall := flags.Bool("per-call", false, "print every call as a JSON line instead of the aggregate")
+	immediate := flags.Bool("immediate-retry", false, "re-issue a refused call at once, not after its RetryInfo delay")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -345,7 +349,7 @@ func runCommand(ctx context.Context, args []string, out io.Writer) error {
 		deadline = seconds(*duration)
 	}
 	result := runSlice(ctx, call, sliceSpec{Calls: *requests, Concurrency: *concurrency,
-		Deadline: deadline, Stagger: seconds(*stagger)})
+		Deadline: deadline, Stagger: seconds(*stagger), ImmediateRetry: *immediate})
 	encoder := json.NewEncoder(out)
 	if *perCall {
 		for _, c := range result.Calls {

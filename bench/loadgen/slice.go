@@ -18,11 +18,16 @@ import (
 // sliceSpec is one run of calls: calls numbered 0..Calls-1 on Concurrency workers pulling
 // from one counter; worker j starts j/Concurrency*Stagger late; no call starts after
 // Deadline. The same shape as the Python benchmark's run_slice.
+//
+// A refused call's worker waits the RetryInfo delay the refusal carried before it issues its
+// next call, as a mesh's retry policy does (gRPC's retry pushback, Envoy's rate-limited
+// retry back-off); ImmediateRetry re-issues at once instead, a storm no real caller makes.
 type sliceSpec struct {
-	Calls       int
-	Concurrency int
-	Deadline    time.Duration
-	Stagger     time.Duration
+	Calls          int
+	Concurrency    int
+	Deadline       time.Duration
+	Stagger        time.Duration
+	ImmediateRetry bool
 }
 
 // sliceResult is a slice's calls (by index; nil: never started) and its figures.
@@ -59,6 +64,14 @@ func runSlice(ctx context.Context, call caller, spec sliceSpec) sliceResult {
 				started.Add(1)
 				result := call(ctx, i)
 				out.Calls[i] = &result
+				if result.Outcome == outcomeRefused && !spec.ImmediateRetry && result.RetryAfterMS > 0 {
+					wait := time.Duration(result.RetryAfterMS * float64(time.Millisecond))
+					select {
+					case <-time.After(min(wait, time.Until(stopAt))):
+					case <-ctx.Done():
+						return
+					}
+				}
 			}
 		})
 	}
