@@ -81,25 +81,30 @@ class InflightBound:
         self._lag = lag
         self.streams = 0
         self.unary = 0
-        self.shedding = False  # the last refusal was for lag, not for the count
+
+    def _at_bound(self, stream: bool) -> bool:
+        """Whether calls of this kind are at their bound."""
+        if stream:
+            return self.max_streams is not None and self.streams >= self.max_streams
+        return self.max_unary is not None and self.unary >= self.max_unary
+
+    def _behind(self) -> bool:
+        """Whether the loop lags past ``shed_lag_s`` (never without shedding)."""
+        return (
+            self.shed_lag_s is not None and self._lag is not None and self._lag() > self.shed_lag_s
+        )
 
     def try_enter(self, stream: bool) -> bool:
         """Count one more call of its kind and return True, or return False (nothing counted)
         when its kind is at its bound or the loop lags past ``shed_lag_s``. Every True must be
         followed by one :meth:`leave`."""
-        if stream:
-            if self.max_streams is not None and self.streams >= self.max_streams:
-                self.shedding = False
-                return False
-        elif self.max_unary is not None and self.unary >= self.max_unary:
-            self.shedding = False
+        if self._at_bound(stream):
             return False
-        if self.shed_lag_s is not None and self._lag is not None and self._lag() > self.shed_lag_s:
+        if self._behind():
             # The count is not the whole story: a machine whose cores other processes share
             # (or a burst of costly calls) falls behind below it, and every call the loop has
             # not reached yet waits unseen, refusals included. Refusing while behind lets the
             # loop catch up, so that the next caller hears at once.
-            self.shedding = True
             return False
         if stream:
             self.streams += 1
@@ -115,8 +120,9 @@ class InflightBound:
             self.unary -= 1
 
     def refusal(self, stream: bool) -> OverloadedError:
-        """The error a refused call gets: our words, the bound it hit, when to retry."""
-        if self.shedding:
+        """The error a refused call gets (just after :meth:`try_enter` refused it): our words,
+        the bound it hit or the lag, when to retry."""
+        if not self._at_bound(stream) and self._behind():
             return OverloadedError(
                 "this server is behind on the calls it has; retry on another replica",
                 retry_after_s=self.retry_after_s,
