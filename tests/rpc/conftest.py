@@ -124,8 +124,6 @@ async def make_server(
                 # only the tests about our own lag (test_overload.py) let it take the blame
                 # for an upstream timeout.
                 "lag_blame_share": 1.0,
-                # Nor refuse calls for it (test_overload.py turns shedding on where it tests it).
-                "shed_lag_s": None,
                 **overrides,
             }
         )

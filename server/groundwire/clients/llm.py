@@ -294,19 +294,15 @@ class OpenAIChatClient:
         finished = False
         content = response.content
         while data := await content.readany():
-            payloads = parser.feed(data)
-            if not payloads:
-                if parser.done:
-                    return
-                continue
-            events, failure = _decode_events(payloads)
-            chunk, error = _chunk_from_events(events, self._vendor_log)
-            failure = error or failure
-            if chunk is not None:
-                finished = finished or chunk.finish_reason is not None
-                yield chunk
-            if failure is not None:
-                raise failure
+            if payloads := parser.feed(data):
+                events, failure = _decode_events(payloads)
+                chunk, error = _chunk_from_events(events, self._vendor_log)
+                failure = error or failure
+                if chunk is not None:
+                    finished = finished or chunk.finish_reason is not None
+                    yield chunk
+                if failure is not None:
+                    raise failure
             if parser.done:
                 return
         if not finished:
