@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from groundwire.clients.chat import ChatChunk, ChatMessage, ChatRequest
+from groundwire.clients.chat import ChatChunk, ChatMessage, ChatRequest, TokenUsage
 from groundwire.clients.errors import LLMCallError
 from groundwire.clients.llm import OpenAIChatClient
 from groundwire.clients.tokenization import WhitespaceTokenizer
@@ -133,24 +133,27 @@ async def test_calls_in_a_row_and_at_once_all_complete(upstream: ScriptedLLM) ->
     await client.close()
 
 
-async def test_the_pump_merges_what_piles_up_but_hands_over_the_first_at_once() -> None:
-    release = asyncio.Event()
+async def test_the_pump_reads_nothing_ahead_and_the_rest_of_a_finished_answer_unpaced() -> None:
+    reads = 0
 
     async def source() -> AsyncIterator[ChatChunk]:
-        yield ChatChunk("first", 1)
-        await release.wait()
-        for piece in ("a", "b", "c"):
-            yield ChatChunk(piece, 1)
-        yield ChatChunk(finish_reason="stop")
+        nonlocal reads
+        for chunk in (
+            ChatChunk("ab", 2, finish_reason="stop"),
+            ChatChunk(usage=TokenUsage(prompt_tokens=5, completion_tokens=2)),
+        ):
+            reads += 1
+            yield chunk
 
-    pump = ChunkPump(source())
+    pump = ChunkPump(source(), min_interval_s=3600)  # a pace no test would wait out
     first = await pump.take()
-    assert first is not None and first.text == "first"
-    release.set()
-    await asyncio.sleep(0.01)  # everything else arrives while the reader is "busy"
-    rest = await pump.take()
-    assert rest is not None and (rest.text, rest.pieces, rest.finish_reason) == ("abc", 3, "stop")
-    assert await pump.take() is None
+    assert first is not None and (first.text, first.finish_reason) == ("ab", "stop")
+    await asyncio.sleep(0.01)
+    assert reads == 1  # the upstream is read when the caller asks, not before
+    # The answer is over: its usage and its end are read at once, not a pace later.
+    usage = await asyncio.wait_for(pump.take(), 10)
+    assert usage is not None and usage.usage is not None and usage.usage.completion_tokens == 2
+    assert await asyncio.wait_for(pump.take(), 10) is None
     await pump.aclose()
 
 

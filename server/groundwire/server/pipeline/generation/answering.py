@@ -294,14 +294,11 @@ class Answerer:
         return None
 
     async def _close_current(self, *, release: bool = False) -> None:
-        """Close the attempt in flight (its connection too) and account what it left."""
+        """Close the attempt in flight (its connection too)."""
         attempt, self._current = self._current, None
         if attempt is None:
             return
         await attempt.pump.aclose()
-        leftover = attempt.pump.leftover()
-        if leftover is not None and attempt.usage is not None:
-            self._account(attempt, leftover)
         self._state.upstream_s += time.perf_counter() - attempt.started
         if release:
             self._plan.release(attempt.spec)
