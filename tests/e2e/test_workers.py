@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -181,9 +182,18 @@ def _ingest_each(documents: dict[str, str]) -> object:
     return ingest_one
 
 
-async def test_ingest_through_either_worker_lands_in_the_one_shard(server: Server) -> None:
-    summaries = await _on_many_connections(server.address, _ingest_each(DOCS))
-    assert [(s.created, s.failed) for s in summaries] == [(1, 0)] * len(DOCS)  # type: ignore[attr-defined]
+@pytest.fixture(scope="module")
+def ingested(server: Server) -> list[documents_pb2.IngestDocumentsResponse]:
+    """DOCS ingested once, one per fresh connection (so through both workers), whichever
+    test asks first; the replies of that first ingest."""
+    replies = asyncio.run(_on_many_connections(server.address, _ingest_each(DOCS)))
+    return cast(list[documents_pb2.IngestDocumentsResponse], replies)
+
+
+async def test_ingest_through_either_worker_lands_in_the_one_shard(
+    server: Server, ingested: list[documents_pb2.IngestDocumentsResponse]
+) -> None:
+    assert [(s.created, s.failed) for s in ingested] == [(1, 0)] * len(DOCS)
     # Both workers took ingest calls: the non-owner's went through the owner's socket.
     assert server.workers_of("/groundwire.v1.DocumentService/IngestDocuments") == {0, 1}
     # The same documents again, through either worker: nothing changes (idempotent).
@@ -199,6 +209,7 @@ async def test_ingest_through_either_worker_lands_in_the_one_shard(server: Serve
     assert {c.doc_id for c in found.chunks} == set(DOCS)
 
 
+@pytest.mark.usefixtures("ingested")
 async def test_retrieval_from_either_worker_matches_the_owner(server: Server) -> None:
     socket = server.data_dir / "edge" / "owner.sock"
     assert socket.is_socket()
@@ -268,6 +279,7 @@ async def test_the_metrics_endpoint_sums_both_workers(server: Server) -> None:
     assert "groundwire_inflight_calls" in text
 
 
+@pytest.mark.usefixtures("ingested")
 async def test_a_generation_only_process_answers_from_the_retrieval_deployment(
     server: Server, tmp_path: Path
 ) -> None:
