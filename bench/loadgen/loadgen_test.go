@@ -297,3 +297,19 @@ func TestRunSliceRunsEveryCallOnItsWorkers(t *testing.T) {
 		t.Errorf("started %d calls after the deadline", late.Started)
 	}
 }
+
+func TestRunSliceEndsWhenTheCallsRunOutNotWhenTheLastRetryDelayDoes(t *testing.T) {
+	// Every call is refused with a minute's RetryInfo delay: once all the calls are taken,
+	// the workers still waiting out their delays have nothing to retry and the slice ends.
+	refuse := func(_ context.Context, index int) Call {
+		return Call{Index: index, Outcome: outcomeRefused, RetryAfterMS: 60_000}
+	}
+	result := runSlice(context.Background(), refuse, sliceSpec{Calls: 3, Concurrency: 3,
+		Deadline: 5 * time.Minute})
+	if result.Started != 3 {
+		t.Errorf("started %d of 3", result.Started)
+	}
+	if result.Wall > 30*time.Second {
+		t.Errorf("the slice waited %v for retry delays after its last call", result.Wall)
+	}
+}

@@ -45,6 +45,11 @@ func runSlice(ctx context.Context, call caller, spec sliceSpec) sliceResult {
 	cpuBefore := processCPU()
 	begin := time.Now()
 	stopAt := begin.Add(spec.Deadline)
+	// Closed once the last call has been taken: a worker waiting out a refusal's RetryInfo delay
+	// then has nothing left to retry, and must not hold the slice's wall time open (a server
+	// that stretches its delay under a storm would look slower than it is).
+	exhausted := make(chan struct{})
+	var exhaust sync.Once
 	var wg sync.WaitGroup
 	for j := range workers {
 		delay := time.Duration(float64(spec.Stagger) * float64(j) / float64(spec.Concurrency))
@@ -58,6 +63,9 @@ func runSlice(ctx context.Context, call caller, spec sliceSpec) sliceResult {
 			}
 			for {
 				i := int(next.Add(1) - 1)
+				if i >= spec.Calls-1 {
+					exhaust.Do(func() { close(exhausted) })
+				}
 				if i >= spec.Calls || time.Now().After(stopAt) || ctx.Err() != nil {
 					return
 				}
@@ -68,6 +76,8 @@ func runSlice(ctx context.Context, call caller, spec sliceSpec) sliceResult {
 					wait := time.Duration(result.RetryAfterMS * float64(time.Millisecond))
 					select {
 					case <-time.After(min(wait, time.Until(stopAt))):
+					case <-exhausted:
+						return
 					case <-ctx.Done():
 						return
 					}
