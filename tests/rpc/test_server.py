@@ -14,7 +14,7 @@ from groundwire.clients.embedder import OpenAIEmbedder
 from groundwire.server.auth import Authenticator
 from groundwire.server.interceptors import CallInterceptor, ServerState
 from groundwire.server.settings import load_settings
-from groundwire.v1 import capabilities_pb2, retrieval_pb2, retrieval_pb2_grpc
+from groundwire.v1 import capabilities_pb2, generation_pb2, retrieval_pb2, retrieval_pb2_grpc
 from tests.rpc.conftest import KEY_A, ServerFactory, auth
 from tests.rpc.corpus import corpus
 from tests.rpc.embeddings_server import EmbeddingsServer
@@ -75,6 +75,33 @@ async def test_mesh_request_id_is_the_fallback_and_absent_ids_are_generated(
         await call
     assert dict(caught.value.trailing_metadata())["x-correlation-id"] == "bad-1"
     assert details(caught.value)[0].metadata["correlation_id"] == "bad-1"
+
+
+async def test_a_call_failing_before_any_wait_still_echoes_its_id_in_initial_metadata(
+    make_server: ServerFactory,
+) -> None:
+    # The echo is sent while the handler starts, not before it: a handler that fails before
+    # its first await must still see it out ahead of the status, which would otherwise carry
+    # gRPC's own, empty, initial metadata.
+    running = await make_server()
+    retrieve = running.retrieval.Retrieve(
+        retrieval_pb2.RetrieveRequest(query=""),
+        metadata=auth(KEY_A, **{"x-correlation-id": "early-1"}),
+    )
+    generate = running.generation.Generate(
+        generation_pb2.GenerateRequest(query=""),
+        metadata=auth(KEY_A, **{"x-correlation-id": "early-2"}),
+    )
+    for call, correlation_id in ((retrieve, "early-1"), (generate, "early-2")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if isinstance(call, grpc.aio.UnaryStreamCall):
+                async for _ in call:
+                    pass
+            else:
+                await call
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert dict(await call.initial_metadata())["x-correlation-id"] == correlation_id
+        assert dict(caught.value.trailing_metadata())["x-correlation-id"] == correlation_id
 
 
 async def test_traceparent_is_honoured(

@@ -114,6 +114,46 @@ def _wrap(
     )
 
 
+class _EchoFirst:
+    """The call as its handler sees it while the initial metadata (the correlation id's
+    echo) is on its way, sent concurrently with the handler's first steps rather than
+    before them: that batch's round trip through gRPC's core (~0.15 ms) no longer delays the
+    upstream request, so it is off the time to the first token. A message or an abort waits
+    for the metadata first, and so must the wrapper before the call's status (see
+    :meth:`sent`): whatever goes out first otherwise carries gRPC's own, empty, initial
+    metadata, and the echo is lost. Everything else is the call's own context."""
+
+    __slots__ = ("_context", "_echo")
+
+    def __init__(self, context: Context, echo: tuple[tuple[str, str], ...]) -> None:
+        self._context = context
+        self._echo: asyncio.Future[None] | None = asyncio.ensure_future(
+            context.send_initial_metadata(echo)
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def sent(self) -> None:
+        """Wait until the initial metadata has left (or failed with the call: the call's own
+        outcome reports that)."""
+        echo = self._echo
+        if echo is not None:
+            self._echo = None
+            with contextlib.suppress(Exception):
+                await echo
+
+    async def write(self, message: Any) -> None:
+        await self.sent()
+        await self._context.write(message)
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> None:
+        await self.sent()
+        await self._context.abort(code, details, trailing_metadata)
+
+
 class ServerState:
     """Shared between the shutdown path and the interceptor: are we draining?"""
 
@@ -202,7 +242,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         correlation_scope(correlation_id),
                         interceptor.server_span(method, metadata) as span,
                     ):
-                        await context.send_initial_metadata(echo)
+                        echoed = _EchoFirst(context, echo)
                         context.set_trailing_metadata(echo)
                         call = _Call(interceptor, method, metadata, needs_auth, context)
                         try:
@@ -213,8 +253,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                             )
                             call.admit()
                             await call.charge_request()
-                            return await behavior(request, context)
+                            response = await behavior(request, echoed)
+                            await echoed.sent()
+                            return response
                         except BaseException as exc:
+                            await echoed.sent()
                             await call.fail(exc)
                             raise
                         finally:
@@ -236,7 +279,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         correlation_scope(correlation_id),
                         interceptor.server_span(method, metadata) as span,
                     ):
-                        await context.send_initial_metadata(echo)
+                        echoed = _EchoFirst(context, echo)
                         context.set_trailing_metadata(echo)
                         call = _Call(interceptor, method, metadata, needs_auth, context)
                         try:
@@ -247,9 +290,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                             )
                             call.admit()
                             await call.charge_request()
-                            async for response in behavior(request, context):
+                            async for response in behavior(request, echoed):
+                                await echoed.sent()
                                 yield response
+                            await echoed.sent()
                         except BaseException as exc:
+                            await echoed.sent()
                             await call.fail(exc)
                             raise
                         finally:

@@ -12,7 +12,9 @@ settings for its process::
     new-uvloop:GROUNDWIRE_EVENT_LOOP=uvloop
     prof:GROUNDWIRE_EVENT_LOOP=asyncio,profile=/tmp/serve.prof   # cProfile of the server
 
-``tree`` puts that tree's ``server``, ``clients`` and ``sdks/python`` first on PYTHONPATH;
+``tree`` puts that tree's ``server``, ``sdks/python``, ``tools`` and ``testing`` first on
+PYTHONPATH (a tree from before the four distributions keeps the client layer in ``clients``:
+copy its ``groundwire/clients`` into ``server/groundwire`` first);
 ``install_uvloop`` runs the server under ``uvloop.install()`` (for trees that have no
 setting for it); ``profile`` writes a cProfile of the serving process at its exit. Every
 other ``KEY=VALUE`` is an environment variable of the server.
